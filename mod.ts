@@ -1,0 +1,19 @@
+/**
+ * Tarn embedded: PostgreSQL with compute separated from storage, in-process, as simply as SQLite.
+ *
+ * ```ts
+ * import { Tarn } from "./mod.ts";
+ * const tarn = await Tarn.open("./data"); // or Tarn.open() for memory only
+ * const db = await tarn.connect();
+ * await db.exec("create table t(id int primary key)");
+ * await db.sql`insert into t values (${1})`;
+ * console.log((await db.query("select count(*) from t")).rows);
+ * await tarn.close();
+ * ```
+ *
+ * @module
+ */
+export { Tarn, type TarnOptions } from "./src/tarn.ts";
+export { type Field, type Queryable, type QueryResult, TarnClient } from "./src/client.ts";
+export { ClosedError, CorruptDataError, DatabaseLockedError } from "./src/errors.ts";
+export { formatLsn, type Lsn, LsnFormatError, parseLsn } from "./src/lsn.ts";

@@ -1,0 +1,134 @@
+/**
+ * The embedded client: `query`, `exec`, the `sql` tagged template and `transaction`, over one compute's session.
+ *
+ * @module
+ */
+import type { PGlite } from "@electric-sql/pglite";
+import { ClosedError } from "./errors.ts";
+
+/** A column of a result. */
+export type Field = { name: string; dataTypeID: number };
+
+/** The result of one statement. */
+export type QueryResult<T = Record<string, unknown>> = {
+  /** Rows as objects keyed by column name. */
+  rows: T[];
+  /** Columns, in order. */
+  fields: Field[];
+  /** Rows inserted, updated or deleted, when the statement says. */
+  affectedRows?: number;
+};
+
+/** What runs statements: a client outside a transaction, or the transaction handle inside one. */
+export interface Queryable {
+  /** Runs one statement with `$1`-style parameters. */
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<QueryResult<T>>;
+  /** Runs one or more statements without parameters; returns each statement's result. */
+  exec(sql: string): Promise<QueryResult[]>;
+  /** Runs a tagged template as one statement with its values as parameters. */
+  sql<T = Record<string, unknown>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<QueryResult<T>>;
+}
+
+/** The session's lock: one statement or transaction at a time, in arrival order. */
+export class SessionLock {
+  #tail: Promise<void> = Promise.resolve();
+
+  /** Runs `fn` when every earlier holder has finished. */
+  run<T>(fn: () => Promise<T>): Promise<T> {
+    const result = this.#tail.then(fn);
+    this.#tail = result.then(() => {}, () => {});
+    return result;
+  }
+}
+
+/** Hooks the database runs around each statement (checkpoints by WAL volume, idle timers). */
+export type StatementHooks = { after(): Promise<void> };
+
+/** A connection to a Tarn database. Statements are durable when their promise resolves. */
+export class TarnClient implements Queryable {
+  readonly #pg: PGlite;
+  readonly #lock: SessionLock;
+  readonly #hooks: StatementHooks;
+  #closed = false;
+
+  /** Made by `Tarn.connect()`. */
+  constructor(pg: PGlite, lock: SessionLock, hooks: StatementHooks) {
+    this.#pg = pg;
+    this.#lock = lock;
+    this.#hooks = hooks;
+  }
+
+  /** Runs one statement with `$1`-style parameters. */
+  query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<QueryResult<T>> {
+    return this.#locked(() => runQuery<T>(this.#pg, sql, params));
+  }
+
+  /** Runs one or more statements without parameters. */
+  exec(sql: string): Promise<QueryResult[]> {
+    return this.#locked(() => runExec(this.#pg, sql));
+  }
+
+  /** Runs a tagged template as one statement with its values as parameters. */
+  sql<T = Record<string, unknown>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<QueryResult<T>> {
+    return this.query<T>(templateText(strings), values);
+  }
+
+  /**
+   * Runs `fn` in a transaction: COMMIT when it returns (durable when this resolves), ROLLBACK when it throws.
+   * Other clients' statements wait until it ends.
+   */
+  transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
+    return this.#locked(async () => {
+      await this.#pg.exec("BEGIN");
+      const tx: Queryable = {
+        query: (sql, params) => runQuery(this.#pg, sql, params),
+        exec: (sql) => runExec(this.#pg, sql),
+        sql: (strings, ...values) => runQuery(this.#pg, templateText(strings), values),
+      };
+      let result: T;
+      try {
+        result = await fn(tx);
+      } catch (error) {
+        await this.#pg.exec("ROLLBACK");
+        throw error;
+      }
+      await this.#pg.exec("COMMIT");
+      return result;
+    });
+  }
+
+  /** Closes this client; the database stays open for others. */
+  close(): Promise<void> {
+    this.#closed = true;
+    return Promise.resolve();
+  }
+
+  #locked<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.#closed) return Promise.reject(new ClosedError("this Tarn client"));
+    return this.#lock.run(async () => {
+      try {
+        return await fn();
+      } finally {
+        await this.#hooks.after();
+      }
+    });
+  }
+}
+
+async function runQuery<T>(pg: PGlite, sql: string, params?: unknown[]): Promise<QueryResult<T>> {
+  const result = await pg.query<T>(sql, params);
+  return { rows: result.rows, fields: result.fields, affectedRows: result.affectedRows };
+}
+
+async function runExec(pg: PGlite, sql: string): Promise<QueryResult[]> {
+  const results = await pg.exec(sql);
+  return results.map((r) => ({
+    rows: r.rows as Record<string, unknown>[],
+    fields: r.fields,
+    affectedRows: r.affectedRows,
+  }));
+}
+
+function templateText(strings: TemplateStringsArray): string {
+  return strings.reduce((text, part, i) => text + `$${i}` + part);
+}

@@ -1,0 +1,69 @@
+/**
+ * Tarn's checkpoint policy. PGlite runs single-user Postgres, which never checkpoints by itself: Tarn issues
+ * CHECKPOINT after a volume of WAL and when idle, then persists the pages and lets the WAL log drop what
+ * recovery no longer needs.
+ *
+ * @module
+ */
+import type { PGlite } from "@electric-sql/pglite";
+import type { SessionLock } from "../client.ts";
+import type { Lsn } from "../lsn.ts";
+import type { WalLog } from "../replication/wal_log.ts";
+import type { PageStore } from "../storage/page_store.ts";
+import { parseControlFile } from "./pg_control.ts";
+
+/** What the checkpointer drives. */
+export type CheckpointerOptions = {
+  pg: PGlite;
+  pages: PageStore;
+  wal: WalLog;
+  /** Checkpoint once this much WAL was written since the last one. */
+  checkpoint_wal_bytes: number;
+  /** Checkpoint after this long without statements, if WAL was written. */
+  idle_ms: number;
+};
+
+/** Runs checkpoints by WAL volume and idleness. */
+export class Checkpointer {
+  readonly #options: CheckpointerOptions;
+  #last_checkpoint_lsn: Lsn;
+  #idle_timer: ReturnType<typeof setTimeout> | undefined;
+  #stopped = false;
+
+  /** @param options what to checkpoint and when */
+  constructor(options: CheckpointerOptions) {
+    this.#options = options;
+    this.#last_checkpoint_lsn = options.wal.end_lsn;
+  }
+
+  /** Called after every statement, inside the session lock. */
+  async afterStatement(session: SessionLock): Promise<void> {
+    const { wal, checkpoint_wal_bytes, idle_ms } = this.#options;
+    if (wal.end_lsn - this.#last_checkpoint_lsn >= BigInt(checkpoint_wal_bytes)) await this.checkpoint();
+    if (this.#idle_timer !== undefined) clearTimeout(this.#idle_timer);
+    if (this.#stopped || wal.end_lsn === this.#last_checkpoint_lsn) return;
+    const timer = setTimeout(() => {
+      this.#idle_timer = undefined;
+      if (!this.#stopped) session.run(() => this.checkpoint()).catch((error) => console.error(error));
+    }, idle_ms);
+    Deno.unrefTimer(timer);
+    this.#idle_timer = timer;
+  }
+
+  /** CHECKPOINT now, persist the pages, and retain WAL only from the durable checkpoint's redo point. */
+  async checkpoint(): Promise<void> {
+    if (this.#stopped) return;
+    const { pg, pages, wal } = this.#options;
+    await pg.exec("CHECKPOINT");
+    this.#last_checkpoint_lsn = wal.end_lsn;
+    await pages.flush(await wal.flush());
+    const control = pages.getPage("global/pg_control", 0, pages.disk_consistent_lsn);
+    if (control !== undefined) wal.retainFrom(parseControlFile(control).redo_lsn);
+  }
+
+  /** Stops timers; no checkpoint starts after this. */
+  stop(): void {
+    this.#stopped = true;
+    if (this.#idle_timer !== undefined) clearTimeout(this.#idle_timer);
+  }
+}

@@ -1,0 +1,57 @@
+/**
+ * Starts PostgreSQL (PGlite) on a {@linkcode TarnFS} with the settings Tarn relies on.
+ *
+ * @module
+ */
+import { PGlite } from "@electric-sql/pglite";
+import type { TarnFS } from "./tarn_fs.ts";
+
+/**
+ * Settings Tarn depends on: pages are made by storage, so no full-page images in WAL; no zero-filled or recycled
+ * segments (they would be shipped as WAL); small shared buffers for a fast start. Tarn checkpoints by itself.
+ */
+export const TARN_SETTINGS: readonly string[] = [
+  "full_page_writes=off",
+  "wal_init_zero=off",
+  "wal_recycle=off",
+  "shared_buffers=16MB",
+];
+
+/** PGlite's start parameters plus {@linkcode TARN_SETTINGS}. */
+export function startParams(): string[] {
+  return [...PGlite.defaultStartParams, ...TARN_SETTINGS.flatMap((setting) => ["-c", setting])];
+}
+
+type Artifacts = { module: WebAssembly.Module; bundle: Blob };
+let artifacts: Promise<Artifacts> | undefined;
+
+/** PGlite's WASM module and file bundle, loaded once per process: every compute after the first starts faster. */
+function loadArtifacts(): Promise<Artifacts> {
+  artifacts ??= (async () => {
+    const dist = new URL("./", import.meta.resolve("@electric-sql/pglite"));
+    const [wasm, data] = await Promise.all([
+      Deno.readFile(new URL("pglite.wasm", dist)),
+      Deno.readFile(new URL("pglite.data", dist)),
+    ]);
+    return { module: await WebAssembly.compile(wasm), bundle: new Blob([data]) };
+  })();
+  return artifacts;
+}
+
+/** Starts PostgreSQL on `fs`: recovery runs if the files and WAL it finds say so. */
+export async function startPostgres(fs: TarnFS): Promise<PGlite> {
+  const { module, bundle } = await loadArtifacts();
+  return await PGlite.create({
+    fs,
+    pgliteWasmModule: module,
+    fsBundle: bundle,
+    startParams: startParams(),
+    // deno-lint-ignore no-explicit-any
+    ...({
+      onStderr: (line: string) => {
+        if (Deno.env.get("TARN_PG_LOG")) console.error(line);
+        return true;
+      },
+    } as any),
+  });
+}

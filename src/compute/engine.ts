@@ -38,20 +38,40 @@ function loadArtifacts(): Promise<Artifacts> {
   return artifacts;
 }
 
-/** Starts PostgreSQL on `fs`: recovery runs if the files and WAL it finds say so. */
+/** Postgres did not start: the message carries the tail of its log, which says why. */
+export class ComputeStartError extends Error {
+  /** @param log_tail Postgres's last log lines */
+  constructor(cause: unknown, log_tail: string[]) {
+    super(`PostgreSQL failed to start: ${String(cause)}\nits last log lines:\n${log_tail.join("\n")}`, { cause });
+    this.name = "ComputeStartError";
+  }
+}
+
+const LOG_TAIL_LINES = 40;
+
+/**
+ * Starts PostgreSQL on `fs`: recovery runs if the files and WAL it finds say so. Postgres's log goes to stderr
+ * when `TARN_PG_LOG` is set; its tail is kept for the error when start fails.
+ */
 export async function startPostgres(fs: TarnFS): Promise<PGlite> {
   const { module, bundle } = await loadArtifacts();
-  return await PGlite.create({
-    fs,
-    pgliteWasmModule: module,
-    fsBundle: bundle,
-    startParams: startParams(),
-    // deno-lint-ignore no-explicit-any
-    ...({
-      onStderr: (line: string) => {
-        if (Deno.env.get("TARN_PG_LOG")) console.error(line);
-        return true;
-      },
-    } as any),
-  });
+  const echo = Deno.env.get("TARN_PG_LOG") !== undefined;
+  const log_tail: string[] = [];
+  const onStderr = (line: string) => {
+    if (echo) console.error(line);
+    log_tail.push(line);
+    if (log_tail.length > LOG_TAIL_LINES) log_tail.shift();
+    return true;
+  };
+  try {
+    return await PGlite.create({
+      fs,
+      pgliteWasmModule: module,
+      fsBundle: bundle,
+      startParams: startParams(),
+      onStderr,
+    });
+  } catch (error) {
+    throw new ComputeStartError(error, log_tail);
+  }
 }

@@ -1,0 +1,436 @@
+/**
+ * The page store of one timeline: every version of every page and every file event, keyed by LSN. Writes land in
+ * an in-memory layer; {@linkcode PageStore.flush} persists a prefix of it as an immutable delta layer file. Reads
+ * merge the in-memory layer and all layer files, decompressing file blocks on demand through a small LRU.
+ *
+ * @module
+ */
+import assert from "node:assert";
+import { type Lsn, LSN_MAX } from "../lsn.ts";
+import {
+  BLOCK_SIZE,
+  type FileEvent,
+  type PageSink,
+  type PageSource,
+  type PageValue,
+  type PathMeta,
+} from "./page_api.ts";
+import { applyDelta } from "./page_delta.ts";
+import {
+  CorruptLayerError,
+  LAYER_BLOCK_RAW_LIMIT_BYTES,
+  type LayerEntry,
+  type LayerEvent,
+  LayerReader,
+  syncDir,
+  writeLayerFile,
+} from "./layer_file.ts";
+import { initZstd } from "./zstd.ts";
+
+/** A delta chain longer than this since the last image makes the next delta be stored as a whole image. */
+export const MAX_DELTA_CHAIN = 16;
+/** Default budget of the decompressed-block cache: 16 MiB (256 blocks of 64 KiB). */
+export const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
+
+/** Versions in memory sort after every layer file's at the same LSN: they were written later. */
+const MEMORY_GEN = Number.POSITIVE_INFINITY;
+/** Rough bookkeeping cost of one version or event in memory, beyond its payload. */
+const OVERHEAD_BYTES = 64;
+const LAYER_NAME = /^([0-9a-f]{16})_([0-9a-f]{16})_([0-9a-f]{16})\.layer(\.corrupt)?$/;
+
+/** Write order across layers: LSN, then layer generation (memory newest), then sequence within a layer. */
+type Ordered = { lsn: Lsn; gen: number; seq: number };
+/** A version in memory (`value` set) or in a layer file (`layer` and the index of its entry there). */
+type Version = Ordered & { image: boolean; value?: PageValue; layer?: LayerReader; entry: number };
+type EventRecord = Ordered & { event: FileEvent };
+
+/** Options of {@linkcode PageStore.open}. */
+export type PageStoreOptions = {
+  /** Data directory; layers go in `${dir}/timelines/${timeline_id}/`. Omit for a memory-only store. */
+  dir?: string;
+  /** The timeline: 32 lower-case hex digits. */
+  timeline_id: string;
+  /** Budget of the decompressed-block cache (default {@linkcode DEFAULT_CACHE_BYTES}). */
+  memory_limit_bytes?: number;
+};
+
+function compareOrder(a: Ordered, b: Ordered): number {
+  if (a.lsn !== b.lsn) return a.lsn < b.lsn ? -1 : 1;
+  if (a.gen !== b.gen) return a.gen < b.gen ? -1 : 1;
+  return a.seq - b.seq;
+}
+
+/** Inserts keeping `list` ordered; searches from the end because new writes almost always go last. */
+function insertOrdered<T extends Ordered>(list: T[], item: T): void {
+  let i = list.length;
+  while (i > 0 && compareOrder(list[i - 1], item) > 0) i--;
+  list.splice(i, 0, item);
+}
+
+/** Index of the first item with lsn > `lsn`. */
+function upperBound(list: Ordered[], lsn: Lsn): number {
+  let lo = 0;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (list[mid].lsn <= lsn) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
+function assertLsn(lsn: Lsn): void {
+  assert(typeof lsn === "bigint" && lsn >= 0n && lsn <= LSN_MAX, `page store: bad lsn ${lsn}`);
+}
+
+function assertBlkno(blkno: number): void {
+  assert(Number.isInteger(blkno) && blkno >= 0 && blkno <= 0xffff_ffff, `page store: bad block number ${blkno}`);
+}
+
+function hex16(n: number | bigint): string {
+  return n.toString(16).padStart(16, "0");
+}
+
+function splitPath(path: string): [string, string] {
+  const slash = path.lastIndexOf("/");
+  return slash < 0 ? ["", path] : [path.slice(0, slash), path.slice(slash + 1)];
+}
+
+/** Approximate memory held by one in-memory page version. */
+function pageCost(path: string, value: PageValue): number {
+  const payload = value.kind === "image"
+    ? value.bytes.length
+    : value.ranges.reduce((n, r) => n + r.bytes.length + 8, 0);
+  return payload + OVERHEAD_BYTES + path.length;
+}
+
+/** Approximate memory held by one in-memory event. */
+function eventCost(path: string): number {
+  return OVERHEAD_BYTES + path.length;
+}
+
+/** One timeline's page versions and file events, in memory and in delta layer files. */
+export class PageStore implements PageSource, PageSink {
+  /** Problems survived while opening (a torn newest layer that was set aside). */
+  readonly warnings: string[] = [];
+  /** Versions not yet flushed; flushed ones are found through the layers' sorted indexes. */
+  private readonly memory = new Map<string, Map<number, Version[]>>();
+  private readonly events = new Map<string, EventRecord[]>();
+  private readonly children = new Map<string, Set<string>>();
+  private readonly layers: LayerReader[] = [];
+  private readonly cache = new Map<string, LayerEntry[]>();
+  private readonly cache_blocks: number;
+  private mem_pages: { path: string; blkno: number; version: Version }[] = [];
+  private mem_events: { path: string; record: EventRecord }[] = [];
+  private mem_bytes = 0;
+  private next_seq = 0;
+  private next_gen = 1;
+  private disk_lsn: Lsn = 0n;
+  private flushing: Promise<void> = Promise.resolve();
+
+  private constructor(readonly timeline_id: string, private readonly layer_dir: string | undefined, cache: number) {
+    this.cache_blocks = Math.max(1, Math.floor(cache / LAYER_BLOCK_RAW_LIMIT_BYTES));
+  }
+
+  /**
+   * Opens a timeline's store. With `dir`, loads the headers, indexes and events of its layer files (not their
+   * pages), deletes leftover `*.tmp` files and sets aside a newest layer that fails validation (a torn write,
+   * noted in {@linkcode PageStore.warnings}); an older corrupt layer throws {@linkcode CorruptLayerError}.
+   */
+  static async open(opts: PageStoreOptions): Promise<PageStore> {
+    assert(/^[0-9a-f]{32}$/.test(opts.timeline_id), `page store: timeline id must be 32 hex digits`);
+    await initZstd();
+    const layer_dir = opts.dir === undefined ? undefined : `${opts.dir}/timelines/${opts.timeline_id}`;
+    const store = new PageStore(opts.timeline_id, layer_dir, opts.memory_limit_bytes ?? DEFAULT_CACHE_BYTES);
+    if (layer_dir !== undefined) await store.loadLayers(layer_dir);
+    return store;
+  }
+
+  private async loadLayers(layer_dir: string): Promise<void> {
+    await Deno.mkdir(layer_dir, { recursive: true });
+    const found: { name: string; gen: number; lsn_start: bigint; lsn_end: bigint }[] = [];
+    for await (const entry of Deno.readDir(layer_dir)) {
+      if (entry.name.endsWith(".tmp")) {
+        await Deno.remove(`${layer_dir}/${entry.name}`);
+        continue;
+      }
+      const m = LAYER_NAME.exec(entry.name);
+      if (m === null) continue;
+      const gen = parseInt(m[1], 16);
+      this.next_gen = Math.max(this.next_gen, gen + 1);
+      if (m[4] !== undefined) continue; // set aside earlier; its generation stays taken
+      found.push({ name: entry.name, gen, lsn_start: BigInt("0x" + m[2]), lsn_end: BigInt("0x" + m[3]) });
+    }
+    found.sort((a, b) => a.gen - b.gen);
+    for (const [i, f] of found.entries()) {
+      const file_path = `${layer_dir}/${f.name}`;
+      let reader: LayerReader | undefined;
+      try {
+        reader = LayerReader.open(file_path);
+        const h = reader.header;
+        if (h.generation !== f.gen || h.lsn_start !== f.lsn_start || h.lsn_end !== f.lsn_end) {
+          throw new CorruptLayerError(file_path, "header generation or LSN range differs from the file name");
+        }
+        if (h.timeline_id !== this.timeline_id) {
+          throw new CorruptLayerError(file_path, `header names timeline ${h.timeline_id}`);
+        }
+      } catch (err) {
+        reader?.close();
+        if (!(err instanceof CorruptLayerError) || i < found.length - 1) {
+          this.closeLayers();
+          throw err;
+        }
+        await Deno.rename(file_path, file_path + ".corrupt");
+        await syncDir(layer_dir);
+        this.warnings.push(`dropped torn newest layer ${file_path} (${err.reason}); kept as ${f.name}.corrupt`);
+        continue;
+      }
+      this.addLayer(reader);
+    }
+  }
+
+  private addLayer(reader: LayerReader): void {
+    const gen = reader.header.generation;
+    this.layers.push(reader);
+    for (const e of reader.events) this.addEvent(e.path, { lsn: e.lsn, gen, seq: e.seq, event: e.event });
+    if (reader.header.lsn_end > this.disk_lsn) this.disk_lsn = reader.header.lsn_end;
+  }
+
+  private memoryVersions(path: string, blkno: number): Version[] {
+    let blocks = this.memory.get(path);
+    if (blocks === undefined) this.memory.set(path, blocks = new Map());
+    let versions = blocks.get(blkno);
+    if (versions === undefined) blocks.set(blkno, versions = []);
+    return versions;
+  }
+
+  private addEvent(path: string, record: EventRecord): void {
+    let list = this.events.get(path);
+    if (list === undefined) {
+      this.events.set(path, list = []);
+      const [parent, name] = splitPath(path);
+      let names = this.children.get(parent);
+      if (names === undefined) this.children.set(parent, names = new Set());
+      names.add(name);
+    }
+    insertOrdered(list, record);
+  }
+
+  /** The highest LSN up to which every version received is durably stored (memory-only: the last flush's). */
+  get disk_consistent_lsn(): Lsn {
+    return this.disk_lsn;
+  }
+
+  /** Approximate bytes held by versions and events not yet flushed; flush when this grows too large. */
+  get in_memory_bytes(): number {
+    return this.mem_bytes;
+  }
+
+  /** {@inheritDoc PageSource.getPage} A fresh copy: the caller may change it. */
+  getPage(path: string, blkno: number, lsn: Lsn): Uint8Array | undefined {
+    assertLsn(lsn);
+    assertBlkno(blkno);
+    if (this.stat(path, lsn)?.kind !== "file") return undefined;
+    return this.materialise(path, blkno, lsn);
+  }
+
+  /** Every version of (path, blkno) with lsn <= `lsn` from all layers and memory, oldest first. */
+  private versionsUpTo(path: string, blkno: number, lsn: Lsn): Version[] {
+    const out: Version[] = [];
+    for (const layer of this.layers) {
+      const [start, end] = layer.keyRange(path, blkno);
+      const gen = layer.header.generation;
+      for (let i = start; i < end && layer.entries[i].lsn <= lsn; i++) {
+        const e = layer.entries[i];
+        out.push({ lsn: e.lsn, gen, seq: e.seq, image: e.image, layer, entry: i });
+      }
+    }
+    const sorted = this.layers.length <= 1;
+    for (const v of this.memory.get(path)?.get(blkno) ?? []) if (v.lsn <= lsn) out.push(v);
+    // A newer layer may hold older LSNs (a late write), so merged lists need a sort.
+    return sorted ? out : out.sort(compareOrder);
+  }
+
+  /** The page as of `lsn` ignoring whether the file exists: zeros, then the newest image and later deltas. */
+  private materialise(path: string, blkno: number, lsn: Lsn): Uint8Array {
+    const page = new Uint8Array(BLOCK_SIZE);
+    const versions = this.versionsUpTo(path, blkno, lsn);
+    const reset = this.resetPoint(path, blkno, lsn);
+    let start = versions.length;
+    while (start > 0 && (reset === undefined || compareOrder(versions[start - 1], reset) > 0)) {
+      start--;
+      if (versions[start].image) break;
+    }
+    for (let i = start; i < versions.length; i++) {
+      const value = this.valueOf(versions[i]);
+      if (value.kind === "image") page.set(value.bytes);
+      else applyDelta(page, value.ranges);
+    }
+    return page;
+  }
+
+  /** The latest event at or before `lsn` that ends the block's earlier history (create, unlink, cut below it). */
+  private resetPoint(path: string, blkno: number, lsn: Lsn): EventRecord | undefined {
+    const list = this.events.get(path);
+    if (list === undefined) return undefined;
+    for (let i = upperBound(list, lsn) - 1; i >= 0; i--) {
+      const e = list[i].event;
+      if (e.kind !== "resize" || e.size_bytes <= blkno * BLOCK_SIZE) return list[i];
+    }
+    return undefined;
+  }
+
+  private valueOf(version: Version): PageValue {
+    if (version.value !== undefined) return version.value;
+    const { block, slot } = version.layer!.entries[version.entry];
+    const key = `${version.gen}:${block}`;
+    let entries = this.cache.get(key);
+    if (entries === undefined) {
+      entries = version.layer!.readBlock(block);
+      if (this.cache.size >= this.cache_blocks) this.cache.delete(this.cache.keys().next().value!);
+    } else {
+      this.cache.delete(key); // re-inserted below as the most recently used
+    }
+    this.cache.set(key, entries);
+    return entries[slot].value;
+  }
+
+  /** {@inheritDoc PageSource.stat} */
+  stat(path: string, lsn: Lsn): PathMeta | undefined {
+    assertLsn(lsn);
+    if (path === "") return { kind: "dir" };
+    const list = this.events.get(path);
+    if (list === undefined) return undefined;
+    const i = upperBound(list, lsn) - 1;
+    if (i < 0) return undefined;
+    const e = list[i].event;
+    if (e.kind === "create") return { kind: "file", size_bytes: 0 };
+    if (e.kind === "resize") return { kind: "file", size_bytes: e.size_bytes };
+    if (e.kind === "mkdir") return { kind: "dir" };
+    return undefined;
+  }
+
+  /** {@inheritDoc PageSource.readdir} Sorted; empty when `path` is not a directory at `lsn`. */
+  readdir(path: string, lsn: Lsn): string[] {
+    if (this.stat(path, lsn)?.kind !== "dir") return [];
+    const prefix = path === "" ? "" : path + "/";
+    return [...this.children.get(path) ?? []].filter((name) => this.stat(prefix + name, lsn) !== undefined).sort();
+  }
+
+  /** {@inheritDoc PageSink.putPage} The bytes are copied. A delta that would make a chain too long is stored as an image. */
+  putPage(path: string, blkno: number, lsn: Lsn, value: PageValue): void {
+    assertLsn(lsn);
+    assertBlkno(blkno);
+    let stored: PageValue;
+    if (value.kind === "image") {
+      assert(value.bytes.length === BLOCK_SIZE, `page store: image of ${value.bytes.length} bytes`);
+      stored = { kind: "image", bytes: value.bytes.slice() };
+    } else {
+      stored = { kind: "delta", ranges: value.ranges.map((r) => ({ offset: r.offset, bytes: r.bytes.slice() })) };
+      const versions = this.versionsUpTo(path, blkno, lsn);
+      let chain = 0;
+      for (let i = versions.length - 1; i >= 0 && !versions[i].image; i--) chain++;
+      if (chain >= MAX_DELTA_CHAIN) {
+        const page = this.materialise(path, blkno, lsn);
+        applyDelta(page, stored.ranges);
+        stored = { kind: "image", bytes: page };
+      } else {
+        applyDelta(new Uint8Array(BLOCK_SIZE), stored.ranges); // asserts the ranges fit now, not at read time
+      }
+    }
+    const version: Version = {
+      lsn,
+      gen: MEMORY_GEN,
+      seq: this.next_seq++,
+      image: stored.kind === "image",
+      value: stored,
+      entry: -1,
+    };
+    insertOrdered(this.memoryVersions(path, blkno), version);
+    this.mem_pages.push({ path, blkno, version });
+    this.mem_bytes += pageCost(path, stored);
+  }
+
+  /** {@inheritDoc PageSink.putEvent} */
+  putEvent(path: string, lsn: Lsn, event: FileEvent): void {
+    assertLsn(lsn);
+    assert(path !== "" && !path.startsWith("/"), `page store: event on bad path "${path}"`);
+    if (event.kind === "resize") {
+      assert(Number.isSafeInteger(event.size_bytes) && event.size_bytes >= 0, "page store: bad size_bytes");
+    }
+    const record: EventRecord = { lsn, gen: MEMORY_GEN, seq: this.next_seq++, event: { ...event } };
+    this.addEvent(path, record);
+    this.mem_events.push({ path, record });
+    this.mem_bytes += eventCost(path);
+  }
+
+  /**
+   * Persists every in-memory version and event with lsn <= `durable_lsn` as one new layer file and keeps the rest
+   * in memory. Flushes run one at a time, in call order. Memory-only: only advances {@linkcode disk_consistent_lsn}.
+   */
+  flush(durable_lsn: Lsn): Promise<void> {
+    assertLsn(durable_lsn);
+    const run = this.flushing.then(() => this.flushNow(durable_lsn));
+    this.flushing = run.catch(() => {});
+    return run;
+  }
+
+  private async flushNow(durable_lsn: Lsn): Promise<void> {
+    if (this.layer_dir === undefined) {
+      if (durable_lsn > this.disk_lsn) this.disk_lsn = durable_lsn;
+      return;
+    }
+    const pages = this.mem_pages.filter((p) => p.version.lsn <= durable_lsn);
+    const events = this.mem_events.filter((e) => e.record.lsn <= durable_lsn);
+    if (pages.length === 0 && events.length === 0 && durable_lsn <= this.disk_lsn) return;
+    const entries: LayerEntry[] = pages.map(({ path, blkno, version: v }) => ({
+      path,
+      blkno,
+      lsn: v.lsn,
+      seq: v.seq,
+      value: v.value!,
+    }));
+    const layer_events: LayerEvent[] = events.map(({ path, record: r }) => ({ path, ...r }));
+    let lsn_start = durable_lsn;
+    for (const x of [...entries, ...layer_events]) if (x.lsn < lsn_start) lsn_start = x.lsn;
+    const gen = this.next_gen++;
+    const file_path = `${this.layer_dir}/${hex16(gen)}_${hex16(lsn_start)}_${hex16(durable_lsn)}.layer`;
+    const header = { timeline_id: this.timeline_id, lsn_start, lsn_end: durable_lsn, generation: gen };
+    await writeLayerFile(file_path, { ...header, entries, events: layer_events });
+    const reader = LayerReader.open(file_path);
+    this.layers.push(reader);
+    // Swapped in one synchronous step, so a reader sees each version exactly once: in memory or in the layer.
+    const flushed = new Set(pages.map((p) => p.version));
+    const filtered = new Set<Version[]>();
+    for (const { path, blkno, version } of pages) {
+      this.mem_bytes -= pageCost(path, version.value!);
+      const blocks = this.memory.get(path);
+      const list = blocks?.get(blkno);
+      if (blocks === undefined || list === undefined || filtered.has(list)) continue; // key already done
+      const left = list.filter((v) => !flushed.has(v));
+      filtered.add(left);
+      if (left.length > 0) blocks.set(blkno, left);
+      else blocks.delete(blkno);
+      if (blocks.size === 0) this.memory.delete(path);
+    }
+    for (const { path, record } of events) {
+      record.gen = gen;
+      this.mem_bytes -= eventCost(path);
+    }
+    this.mem_pages = this.mem_pages.filter((p) => !flushed.has(p.version));
+    this.mem_events = this.mem_events.filter((e) => e.record.gen === MEMORY_GEN);
+    if (durable_lsn > this.disk_lsn) this.disk_lsn = durable_lsn;
+  }
+
+  /** Waits for running flushes and closes the layer files. Versions not flushed are lost. */
+  async close(): Promise<void> {
+    await this.flushing;
+    this.closeLayers();
+  }
+
+  private closeLayers(): void {
+    for (const layer of this.layers) layer.close();
+    this.layers.length = 0;
+    this.cache.clear();
+  }
+}

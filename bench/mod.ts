@@ -1,0 +1,41 @@
+/**
+ * `deno task bench`: every benchmark in one run, figures printed as ratios against baselines run here too.
+ * `deno task bench --quick` runs smaller sizes.
+ *
+ * @module
+ */
+import { benchOpen } from "./open_time.ts";
+import { benchTpcb } from "./tpcb.ts";
+
+const quick = Deno.args.includes("--quick");
+const f = (n: number, digits = 0) => n.toFixed(digits);
+
+console.log(`# Tarn benchmarks (${quick ? "quick" : "full"})\n`);
+const tpcb = await benchTpcb(quick ? 300 : 2000);
+console.log("## TPC-B-like, 100k accounts, through connect()");
+console.log(
+  `plain PGlite NodeFS, full_page_writes=on: ${f(tpcb.baseline.tps)} tps, ` +
+    `${f(tpcb.baseline.wal_bytes_per_txn)} WAL bytes/txn (no fsync)`,
+);
+console.log(
+  `Tarn (WAL fsynced per commit):            ${f(tpcb.tarn.tps)} tps, ` +
+    `${f(tpcb.tarn.wal_bytes_per_txn)} WAL bytes/txn`,
+);
+console.log(
+  `WAL bytes/txn ratio Tarn/baseline: ${f(tpcb.tarn.wal_bytes_per_txn / tpcb.baseline.wal_bytes_per_txn, 3)} ` +
+    `(target <= 0.15)`,
+);
+console.log(`TPS ratio Tarn/baseline: ${f(tpcb.tarn.tps / tpcb.baseline.tps, 2)} (target >= 1.0)\n`);
+
+const open = await benchOpen(quick ? [10, 30] : [10, 100]);
+console.log("## Tarn.open of an existing database to first query result (fresh process, median of 5)");
+for (const r of open) {
+  console.log(
+    `${r.size_mb} MB: ${f(r.open_ms_median)} ms (target <= 300); RSS after full scan ${f(r.rss_mb)} MB ` +
+      `(target <= 120)`,
+  );
+}
+console.log(
+  `open time ratio ${open[1].size_mb} MB / ${open[0].size_mb} MB: ` +
+    `${f(open[1].open_ms_median / open[0].open_ms_median, 2)} (target <= 1.3)`,
+);

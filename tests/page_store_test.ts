@@ -1,5 +1,5 @@
 import assert from "node:assert";
-import { BLOCK_SIZE, type PageValue } from "../src/storage/page_api.ts";
+import { BLOCK_SIZE, type FileEvent, type PageValue } from "../src/storage/page_api.ts";
 import { applyDelta, computeDelta } from "../src/storage/page_delta.ts";
 import { CorruptLayerError, LayerReader } from "../src/storage/layer_file.ts";
 import { MAX_DELTA_CHAIN, PageStore } from "../src/storage/page_store.ts";
@@ -178,6 +178,30 @@ Deno.test("flush persists a prefix, keeps the rest in memory, and a reopen reads
   });
 });
 
+Deno.test("late writes below a flushed LSN merge in LSN order across layers and memory", async () => {
+  await withTempDir(async (dir) => {
+    const store = await PageStore.open({ dir, timeline_id: TIMELINE });
+    store.putEvent("f", 1n, { kind: "create" });
+    store.putPage("f", 0, 10n, { kind: "image", bytes: page(1) });
+    store.putPage("f", 0, 33n, { kind: "image", bytes: page(2) });
+    await store.flush(35n);
+    store.putPage("f", 0, 20n, { kind: "image", bytes: page(3) }); // late: in memory, below the layer's 33
+    const check = (s: PageStore) => {
+      assert.deepStrictEqual(s.getPage("f", 0, 15n), page(1));
+      assert.deepStrictEqual(s.getPage("f", 0, 25n), page(3));
+      assert.deepStrictEqual(s.getPage("f", 0, 40n), page(2));
+    };
+    check(store);
+    await store.flush(20n); // a second layer whose LSNs lie inside the first's
+    check(store);
+    await store.close();
+    const reopened = await PageStore.open({ dir, timeline_id: TIMELINE });
+    check(reopened);
+    assert.strictEqual(reopened.disk_consistent_lsn, 35n);
+    await reopened.close();
+  });
+});
+
 Deno.test("memory-only store writes no files and flush only advances disk_consistent_lsn", async () => {
   const store = await PageStore.open({ timeline_id: TIMELINE });
   const expected = writeHistory(store);
@@ -249,6 +273,72 @@ Deno.test("delta chains stay bounded: the 17th delta is stored as an image", asy
     layer.close();
     assert.strictEqual(kinds, "I" + "D".repeat(MAX_DELTA_CHAIN) + "I" + "DDD");
     for (let i = 0; i < 20; i++) assert.deepStrictEqual(store.getPage("f", 0, BigInt(10 + i)), all[i]);
+    await store.close();
+  });
+});
+
+Deno.test("random histories match a replay model across flushes and reopens", async () => {
+  await withTempDir(async (dir) => {
+    let x = 12345;
+    const rand = (n: number) => {
+      x = (x * 1103515245 + 12345) & 0x7fffffff;
+      return x % n;
+    };
+    type Op = { lsn: bigint; path: string; blkno?: number; value?: PageValue; event?: FileEvent };
+    const ops: Op[] = [];
+    const replay = (path: string, blkno: number, lsn: bigint): Uint8Array | undefined => {
+      let exists = false;
+      let current: Uint8Array | undefined;
+      for (const op of ops.filter((o) => o.lsn <= lsn && o.path === path)) {
+        if (op.event?.kind === "create" || op.event?.kind === "unlink") current = undefined;
+        if (op.event) exists = op.event.kind !== "unlink";
+        if (op.event?.kind === "resize" && op.event.size_bytes <= blkno * BLOCK_SIZE) current = undefined;
+        if (op.blkno !== blkno || op.value === undefined) continue;
+        if (op.value.kind === "image") current = op.value.bytes.slice();
+        else applyDelta(current ??= new Uint8Array(BLOCK_SIZE), op.value.ranges);
+      }
+      return exists ? current ?? new Uint8Array(BLOCK_SIZE) : undefined;
+    };
+    let store = await PageStore.open({ dir, timeline_id: TIMELINE, memory_limit_bytes: 1 });
+    let lsn = 1n;
+    const check = () => {
+      for (let probe = 0; probe < 20; probe++) {
+        const at = BigInt(rand(Number(lsn) + 2));
+        const path = `f${rand(3)}`;
+        const blkno = rand(4);
+        assert.deepStrictEqual(store.getPage(path, blkno, at), replay(path, blkno, at), `${path}/${blkno}@${at}`);
+      }
+    };
+    for (let step = 0; step < 600; step++) {
+      lsn += BigInt(rand(3));
+      const path = `f${rand(3)}`;
+      const r = rand(100);
+      if (r < 8) {
+        const kinds: FileEvent[] = [{ kind: "create" }, { kind: "unlink" }, {
+          kind: "resize",
+          size_bytes: rand(5) * BLOCK_SIZE,
+        }];
+        const event = kinds[rand(3)];
+        store.putEvent(path, lsn, event);
+        ops.push({ lsn, path, event });
+      } else if (r < 90) {
+        const blkno = rand(4);
+        const bytes = new Uint8Array(1 + rand(30)).fill(rand(256));
+        const value: PageValue = r < 20
+          ? { kind: "image", bytes: page(rand(1000)) }
+          : { kind: "delta", ranges: [{ offset: rand(BLOCK_SIZE - bytes.length), bytes }] };
+        store.putPage(path, blkno, lsn, value);
+        ops.push({ lsn, path, blkno, value });
+      } else if (r < 97) {
+        await store.flush(lsn - BigInt(rand(5)) < 0n ? 0n : lsn - BigInt(rand(5)));
+      } else {
+        await store.flush(lsn);
+        await store.close();
+        store = await PageStore.open({ dir, timeline_id: TIMELINE, memory_limit_bytes: 1 });
+      }
+      if (step % 25 === 0) check();
+    }
+    check();
     await store.close();
   });
 });

@@ -184,7 +184,7 @@ function writeEntry(w: ByteWriter, e: LayerEntry): void {
   }
 }
 
-/** Encodes a whole layer file in memory (exported for tests that corrupt it on purpose). */
+/** Encodes a whole layer file in memory, as byte strings to write in order (for remote uploads as well as files). */
 export function encodeLayer(layer: LayerContents): Uint8Array[] {
   assertValid(layer);
   const entries = [...layer.entries].sort(compareEntryKeys);

@@ -237,17 +237,21 @@ export class PageStore implements PageSource, PageSink {
   /** Every version of (path, blkno) with lsn <= `lsn` from all layers and memory, oldest first. */
   private versionsUpTo(path: string, blkno: number, lsn: Lsn): Version[] {
     const out: Version[] = [];
+    let sorted = true;
+    const add = (v: Version) => {
+      // Each source is ordered, but a later layer or memory may hold older LSNs (late writes).
+      if (sorted && out.length > 0 && compareOrder(out[out.length - 1], v) > 0) sorted = false;
+      out.push(v);
+    };
     for (const layer of this.layers) {
       const [start, end] = layer.keyRange(path, blkno);
       const gen = layer.header.generation;
       for (let i = start; i < end && layer.entries[i].lsn <= lsn; i++) {
         const e = layer.entries[i];
-        out.push({ lsn: e.lsn, gen, seq: e.seq, image: e.image, layer, entry: i });
+        add({ lsn: e.lsn, gen, seq: e.seq, image: e.image, layer, entry: i });
       }
     }
-    const sorted = this.layers.length <= 1;
-    for (const v of this.memory.get(path)?.get(blkno) ?? []) if (v.lsn <= lsn) out.push(v);
-    // A newer layer may hold older LSNs (a late write), so merged lists need a sort.
+    for (const v of this.memory.get(path)?.get(blkno) ?? []) if (v.lsn <= lsn) add(v);
     return sorted ? out : out.sort(compareOrder);
   }
 

@@ -4,7 +4,9 @@
  * - `durable`: relations, `global/`, SLRUs, control and config files: versioned in the page store;
  * - `ephemeral`: files Postgres rebuilds or throws away at start: kept in the compute's memory only.
  *
- * Directories are always durable: Postgres expects its directory tree to exist when it starts.
+ * Directories are always durable: Postgres expects its directory tree to exist when it starts. The relcache init
+ * files (`pg_internal.init`) are durable too: rebuilding them costs a start ~200 ms, and Postgres itself removes
+ * them after crash recovery and whenever the catalog changes, so a stale one is never used.
  *
  * @module
  */
@@ -20,7 +22,6 @@ const RULES: readonly Rule[] = [
   { pattern: /^pg_wal\/[0-9A-F]{8}\.history$/, file_class: "durable", reason: "timeline history" },
   { pattern: /^pg_wal\//, file_class: "ephemeral", reason: "xlogtemp, archive_status, summaries" },
   { pattern: /^postmaster\.(pid|opts)$/, file_class: "ephemeral", reason: "per-process" },
-  { pattern: /(^|\/)pg_internal\.init/, file_class: "ephemeral", reason: "relcache init file, rebuilt at start" },
   { pattern: /(^|\/)pgsql_tmp/, file_class: "ephemeral", reason: "temporary files of sorts and hashes" },
   { pattern: /^base\/\d+\/t\d+_\d+(_\w+)?(\.\d+)?$/, file_class: "ephemeral", reason: "temporary relation" },
   {

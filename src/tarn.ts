@@ -95,7 +95,7 @@ export class Tarn {
     }
     const config = tenant as TenantFile;
     const pages = await PageStore.open({ dir, timeline_id: config.timeline_id });
-    const wal = await WalLog.open({ dir, segment_size: config.segment_size });
+    const wal = await WalLog.open({ dir: timelineDir(dir, config.timeline_id), segment_size: config.segment_size });
     if (fresh) {
       importTemplate(await clusterTemplate(), pages, wal);
       await pages.flush(await wal.flush());
@@ -106,7 +106,7 @@ export class Tarn {
     const control = parseControlFile(control_page);
     if (wal.start_lsn > control.redo_lsn) {
       throw new CorruptDataError(
-        `${dir}/wal`,
+        `${timelineDir(dir, config.timeline_id)}/wal`,
         `recovery needs WAL from ${formatLsn(control.redo_lsn)} but it starts at ${formatLsn(wal.start_lsn)}`,
       );
     }
@@ -175,6 +175,11 @@ export class Tarn {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+}
+
+/** Where a timeline's layers and WAL live; undefined in memory. */
+function timelineDir(dir: string | undefined, timeline_id: string): string | undefined {
+  return dir === undefined ? undefined : `${dir}/timelines/${timeline_id}`;
 }
 
 /** A directory without `tarn.json` may hold a creation that crashed half way: start it again from nothing. */

@@ -2,12 +2,14 @@ import assert from "node:assert";
 import { BLOCK_SIZE, type FileEvent, type PageValue } from "../src/storage/page_api.ts";
 import { applyDelta, computeDelta } from "../src/storage/page_delta.ts";
 import { initZstd, ZSTD_MAX_INPUT_BYTES, zstdCompress, zstdDecompress } from "../src/storage/zstd.ts";
+import { crc32c } from "../src/crc32c.ts";
 import {
   compareEntryKeys,
   CorruptLayerError,
   type LayerContents,
   type LayerEntry,
   LayerReader,
+  LayerWriter,
   writeLayerFile,
 } from "../src/storage/layer_file.ts";
 
@@ -158,6 +160,7 @@ Deno.test("layer file round-trips images, deltas and events over many blocks", a
         lsn_start: 100n,
         lsn_end: 250n,
         generation: 7,
+        covers_from: 7,
       });
       assert.deepStrictEqual(reader.events, layer.events);
       assert(reader.block_count > 2, `expected several blocks, got ${reader.block_count}`);
@@ -242,3 +245,57 @@ function flip(bytes: Uint8Array, at: number): Uint8Array {
   bytes[at] ^= 0x40;
   return bytes;
 }
+
+/** Rewrites a version 2 file as version 1 wrote it: version 1 in the header, no cover record in the index. */
+function toVersion1(v2: Uint8Array): Uint8Array {
+  const { index } = sections(v2);
+  const footer = v2.slice(v2.length - 64);
+  const fv = new DataView(footer.buffer);
+  const index_len = Number(fv.getBigUint64(24, true)) - 8;
+  const out = new Uint8Array(index + index_len + 64);
+  out.set(v2.subarray(0, index + index_len));
+  const hv = new DataView(out.buffer);
+  hv.setUint32(8, 1, true);
+  hv.setUint32(60, crc32c(out.subarray(0, 60)), true);
+  fv.setBigUint64(24, BigInt(index_len), true);
+  fv.setUint32(36, crc32c(out.subarray(index, index + index_len)), true);
+  fv.setUint32(52, crc32c(footer.subarray(0, 52)), true);
+  out.set(footer, index + index_len);
+  return out;
+}
+
+Deno.test("version 2 records covers_from; version 1 files still read, covering their own generation", async () => {
+  await withTempDir(async (dir) => {
+    const layer = sampleLayer();
+    const v2 = `${dir}/v2.layer`;
+    await writeLayerFile(v2, layer);
+    const v1 = `${dir}/v1.layer`;
+    await Deno.writeFile(v1, toVersion1(await Deno.readFile(v2)));
+    const [r1, r2] = [LayerReader.open(v1), LayerReader.open(v2)];
+    assert.deepStrictEqual(r1.header, r2.header);
+    assert.strictEqual(r1.header.covers_from, 7);
+    assert.deepStrictEqual(r1.entries, r2.entries);
+    assert.deepStrictEqual(r1.events, r2.events);
+    assert.deepStrictEqual(r1.readBlock(r1.block_count - 1), r2.readBlock(r2.block_count - 1));
+    r1.close();
+    r2.close();
+    // A merged layer covers its sources' generations; it must not claim ones above its own.
+    const header = { timeline_id: TIMELINE, lsn_start: 1n, lsn_end: 9n, generation: 12 };
+    const merged = await LayerWriter.create(`${dir}/merged.layer`, { ...header, covers_from: 4 });
+    await merged.add({ path: "a", blkno: 0, lsn: 2n, seq: 0, value: { kind: "delta", ranges: [] } });
+    await assert.rejects(() =>
+      merged.add({ path: "a", blkno: 0, lsn: 1n, seq: 1, value: { kind: "delta", ranges: [] } })
+    );
+    await merged.finish([{ path: "a", lsn: 9n, seq: 1, event: { kind: "create" } }]);
+    const r3 = LayerReader.open(`${dir}/merged.layer`);
+    assert.deepStrictEqual(r3.header, { ...header, covers_from: 4 });
+    assert.deepStrictEqual(r3.events.map((e) => e.seq), [1]);
+    r3.close();
+    await assert.rejects(() => LayerWriter.create(`${dir}/bad.layer`, { ...header, covers_from: 13 }));
+    assert.deepStrictEqual([...Deno.readDirSync(dir)].map((e) => e.name).sort(), [
+      "merged.layer",
+      "v1.layer",
+      "v2.layer",
+    ]);
+  });
+});

@@ -208,6 +208,8 @@ Deno.test("memory-only store writes no files and flush only advances disk_consis
   await store.flush(40n);
   assert.strictEqual(store.disk_consistent_lsn, 40n);
   assert(store.in_memory_bytes > 0);
+  await store.compact();
+  assert.deepStrictEqual([store.layer_count, store.disk_bytes], [0, 0]);
   checkHistory(store, expected);
   await store.close();
 });

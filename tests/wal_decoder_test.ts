@@ -7,7 +7,7 @@ import { WalLog } from "../src/replication/wal_log.ts";
 /** Decodes every record the directory's WAL log holds. */
 async function decodeAll(dir: string): Promise<{ records: WalRecord[]; end_reason: string }> {
   const tenant = JSON.parse(await Deno.readTextFile(`${dir}/tarn.json`)).tenant;
-  const wal = await WalLog.open({ dir, segment_size: tenant.segment_size });
+  const wal = await WalLog.open({ dir: `${dir}/timelines/${tenant.timeline_id}`, segment_size: tenant.segment_size });
   try {
     const decoder = new WalDecoder(wal, firstRecordInPage(wal, wal.start_lsn - wal.start_lsn % 8192n));
     const records: WalRecord[] = [];

@@ -1,293 +1,203 @@
 /**
- * Immutable delta layer files, format version 1 (byte layout in `docs/layer_file_format.md`): page versions sorted
+ * Immutable delta layer files, format version 2 (byte layout in `docs/layer_file_format.md`): page versions sorted
  * by (path, blkno, lsn, seq) in zstd-compressed blocks with a CRC32C each, the layer's file events, an index of
- * every entry's key and block, and a checksummed footer. Written once (tmp file, fsync, rename, directory fsync);
- * read synchronously, one block at a time.
+ * every entry's key and block, and a checksummed footer. Written once and streamed block by block (tmp file, fsync,
+ * rename, directory fsync); read synchronously, one block at a time, through a bounded set of open handles.
  *
  * @module
  */
 import assert from "node:assert";
 import { dirname } from "node:path";
 import { crc32c } from "../crc32c.ts";
-import type { Lsn } from "../lsn.ts";
-import { BLOCK_SIZE, type FileEvent, type PageValue } from "./page_api.ts";
+import {
+  assertValidEntry,
+  type BlockInfo,
+  ByteReader,
+  ByteWriter,
+  compareEntryKeys,
+  CorruptLayerError,
+  decodeEvents,
+  decodeFooter,
+  decodeHeader,
+  decodeIndex,
+  encodeFooter,
+  encodeHeader,
+  type EntryKey,
+  FLAG_ZSTD,
+  FOOTER_BYTES,
+  HEADER_BYTES,
+  type LayerEntry,
+  type LayerEntryKey,
+  type LayerEvent,
+  type LayerHeader,
+  readEntry,
+  writeEntry,
+  writeEvent,
+} from "./layer_codec.ts";
 import { initZstd, zstdCompress, zstdDecompress } from "./zstd.ts";
 
-/** The format version this module writes and reads. */
-export const LAYER_FORMAT_VERSION = 1;
-/** Largest raw (uncompressed) size of a block that the format allows. */
-export const LAYER_BLOCK_RAW_MAX_BYTES = 256 * 1024;
+export { compareEntryKeys, CorruptLayerError, type LayerEntry, type LayerEntryKey, type LayerEvent, type LayerHeader };
+
+/** The format version this module writes; it also reads version 1 (which has no cover record). */
+export const LAYER_FORMAT_VERSION = 2;
 /**
  * Raw size this writer fills blocks to. Smaller than the format's maximum because a cold random read decompresses a
  * whole block: 64 KiB blocks read ~4x faster than 256 KiB ones and compress about as well.
  */
 export const LAYER_BLOCK_RAW_LIMIT_BYTES = 64 * 1024;
-const MAGIC = new TextEncoder().encode("TARNLAYR");
-const END_MAGIC = new TextEncoder().encode("TARNEND1");
-const HEADER_BYTES = 64;
-const FOOTER_BYTES = 64;
-const FLAG_ZSTD = 1;
-const EVENT_KINDS = ["create", "resize", "unlink", "mkdir", "rmdir"] as const;
 
-/** One page version as stored: `seq` orders versions of one (path, blkno) at the same LSN (higher wins). */
-export type LayerEntry = { path: string; blkno: number; lsn: Lsn; seq: number; value: PageValue };
-/** One file event as stored; `seq` comes from the same counter as the entries' so the two interleave. */
-export type LayerEvent = { path: string; lsn: Lsn; seq: number; event: FileEvent };
-/** The identity of a layer, from its header. */
-export type LayerHeader = { timeline_id: string; lsn_start: Lsn; lsn_end: Lsn; generation: number };
-/** What {@linkcode writeLayerFile} writes: entries in any order (it sorts them), events in write order. */
-export type LayerContents = LayerHeader & { entries: LayerEntry[]; events: LayerEvent[] };
-/** Where an entry lives: block number and its position (slot) among that block's entries. */
-export type LayerEntryKey = {
-  path: string;
-  blkno: number;
-  lsn: Lsn;
-  seq: number;
-  image: boolean;
-  block: number;
-  slot: number;
-};
+/** What {@linkcode writeLayerFile} writes: a flushed layer (it covers only itself), entries in any order. */
+export type LayerContents = Omit<LayerHeader, "covers_from"> & { entries: LayerEntry[]; events: LayerEvent[] };
 
-/** A layer file that fails validation; names the file and what is wrong with it. */
-export class CorruptLayerError extends Error {
-  /**
-   * @param file_path the layer file
-   * @param reason what failed validation
-   */
-  constructor(readonly file_path: string, readonly reason: string) {
-    super(`layer file ${file_path} is corrupt: ${reason}`);
-    this.name = "CorruptLayerError";
-  }
+async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {
+  for (let done = 0; done < bytes.length;) done += await file.write(bytes.subarray(done));
 }
 
-/** Orders entries by (path, blkno, lsn, seq). */
-export function compareEntryKeys(
-  a: { path: string; blkno: number; lsn: Lsn; seq: number },
-  b: { path: string; blkno: number; lsn: Lsn; seq: number },
-): number {
-  if (a.path !== b.path) return a.path < b.path ? -1 : 1;
-  if (a.blkno !== b.blkno) return a.blkno - b.blkno;
-  if (a.lsn !== b.lsn) return a.lsn < b.lsn ? -1 : 1;
-  return a.seq - b.seq;
-}
+/**
+ * Writes one layer file from entries given in key order, compressing and writing each block as it fills, so memory
+ * holds one block plus the index however large the layer. Durable: via `file_path + ".tmp"`, fsync, rename, then
+ * fsync of the directory.
+ */
+export class LayerWriter {
+  private readonly paths = new Map<string, number>();
+  private readonly path_table = new ByteWriter();
+  private readonly block_table = new ByteWriter();
+  private readonly keys = new ByteWriter();
+  private readonly pending = new ByteWriter();
+  private readonly scratch = new ByteWriter();
+  private pending_keys: EntryKey[] = [];
+  private last: EntryKey | undefined;
+  private offset = HEADER_BYTES;
+  private block_count = 0;
+  private entry_count = 0;
 
-/** Appends little-endian fields to a growing buffer (each field reserves room before it touches `buf`). */
-class ByteWriter {
-  buf = new Uint8Array(4096);
-  view = new DataView(this.buf.buffer);
-  length = 0;
-  private room(n: number): number {
-    if (this.length + n > this.buf.length) {
-      const grown = new Uint8Array(Math.max(this.buf.length * 2, this.length + n));
-      grown.set(this.buf.subarray(0, this.length));
-      this.buf = grown;
-      this.view = new DataView(grown.buffer);
+  private constructor(readonly file_path: string, readonly header: LayerHeader, private readonly file: Deno.FsFile) {}
+
+  /** Starts `file_path + ".tmp"` and writes the header. */
+  static async create(file_path: string, header: LayerHeader): Promise<LayerWriter> {
+    assert(/^[0-9a-f]{32}$/.test(header.timeline_id), `layer: timeline id must be 32 hex digits`);
+    assert(header.lsn_start >= 0n && header.lsn_start <= header.lsn_end, "layer: need 0 <= lsn_start <= lsn_end");
+    assert(Number.isSafeInteger(header.generation) && header.generation >= 0, "layer: bad generation");
+    assert(
+      Number.isSafeInteger(header.covers_from) && header.covers_from >= 0 && header.covers_from <= header.generation,
+      "layer: need 0 <= covers_from <= generation",
+    );
+    await initZstd();
+    const file = await Deno.open(file_path + ".tmp", { write: true, create: true, truncate: true });
+    try {
+      await writeAll(file, encodeHeader(header, LAYER_FORMAT_VERSION));
+    } catch (err) {
+      file.close();
+      throw err;
     }
-    const at = this.length;
-    this.length += n;
-    return at;
+    return new LayerWriter(file_path, header, file);
   }
-  u8(v: number) {
-    const at = this.room(1);
-    this.view.setUint8(at, v);
-  }
-  u16(v: number) {
-    const at = this.room(2);
-    this.view.setUint16(at, v, true);
-  }
-  u32(v: number) {
-    const at = this.room(4);
-    this.view.setUint32(at, v, true);
-  }
-  u64(v: bigint | number) {
-    const at = this.room(8);
-    this.view.setBigUint64(at, BigInt(v), true);
-  }
-  bytes(b: Uint8Array) {
-    const at = this.room(b.length); // grows the buffer first: `this.buf` must be read after
-    this.buf.set(b, at);
-  }
-  str(s: string) {
-    const b = new TextEncoder().encode(s);
-    assert(b.length <= 0xffff, `layer: path longer than 65535 bytes: ${s.slice(0, 80)}...`);
-    this.u16(b.length);
-    this.bytes(b);
-  }
-  done(): Uint8Array {
-    return this.buf.subarray(0, this.length);
-  }
-}
 
-/** Reads little-endian fields; running off the end throws RangeError, which readers report as corruption. */
-class ByteReader {
-  readonly view: DataView;
-  pos = 0;
-  constructor(readonly buf: Uint8Array) {
-    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  }
-  u8(): number {
-    return this.view.getUint8((this.pos += 1) - 1);
-  }
-  u16(): number {
-    return this.view.getUint16((this.pos += 2) - 2, true);
-  }
-  u32(): number {
-    return this.view.getUint32((this.pos += 4) - 4, true);
-  }
-  u64(): bigint {
-    return this.view.getBigUint64((this.pos += 8) - 8, true);
-  }
-  bytes(n: number): Uint8Array {
-    if (this.pos + n > this.buf.length) throw new RangeError("read past the end");
-    return this.buf.subarray(this.pos, this.pos += n);
-  }
-  str(): string {
-    return new TextDecoder("utf-8", { fatal: true }).decode(this.bytes(this.u16()));
-  }
-}
-
-function assertValid(layer: LayerContents): void {
-  assert(/^[0-9a-f]{32}$/.test(layer.timeline_id), `layer: timeline id must be 32 hex digits: ${layer.timeline_id}`);
-  assert(layer.lsn_start >= 0n && layer.lsn_start <= layer.lsn_end, "layer: need 0 <= lsn_start <= lsn_end");
-  assert(Number.isSafeInteger(layer.generation) && layer.generation >= 0, "layer: bad generation");
-  for (const e of layer.entries) {
-    assert(e.lsn >= layer.lsn_start && e.lsn <= layer.lsn_end, `layer: entry lsn ${e.lsn} outside the layer`);
-    assert(Number.isInteger(e.blkno) && e.blkno >= 0 && e.blkno <= 0xffff_ffff, `layer: bad blkno ${e.blkno}`);
-    if (e.value.kind === "image") assert(e.value.bytes.length === BLOCK_SIZE, "layer: image is not BLOCK_SIZE");
-    else {
-      for (const r of e.value.ranges) {
-        assert(r.offset >= 0 && r.offset + r.bytes.length <= BLOCK_SIZE, "layer: delta range outside the page");
-      }
+  /** Adds the next entry; keys must strictly increase. Its bytes are copied. */
+  async add(e: LayerEntry): Promise<void> {
+    assertValidEntry(e, this.header.lsn_start, this.header.lsn_end);
+    assert(this.last === undefined || compareEntryKeys(this.last, e) < 0, "layer: entries out of key order");
+    this.last = { path: e.path, blkno: e.blkno, lsn: e.lsn, seq: e.seq };
+    if (!this.paths.has(e.path)) {
+      this.paths.set(e.path, this.paths.size); // keys arrive in path order, so the table comes out sorted
+      this.path_table.str(e.path);
     }
-  }
-  for (const e of layer.events) {
-    assert(e.lsn >= layer.lsn_start && e.lsn <= layer.lsn_end, `layer: event lsn ${e.lsn} outside the layer`);
-  }
-}
-
-function writeEntry(w: ByteWriter, e: LayerEntry): void {
-  w.str(e.path);
-  w.u32(e.blkno);
-  w.u64(e.lsn);
-  w.u64(e.seq);
-  if (e.value.kind === "image") {
-    w.u8(0);
-    w.bytes(e.value.bytes);
-    return;
-  }
-  w.u8(1);
-  w.u16(e.value.ranges.length);
-  for (const r of e.value.ranges) {
-    w.u16(r.offset);
-    w.u16(r.bytes.length);
-    w.bytes(r.bytes);
-  }
-}
-
-/** Encodes a whole layer file in memory, as byte strings to write in order (for remote uploads as well as files). */
-export function encodeLayer(layer: LayerContents): Uint8Array[] {
-  assertValid(layer);
-  const entries = [...layer.entries].sort(compareEntryKeys);
-  const paths = [...new Set(entries.map((e) => e.path))].sort();
-  const path_index = new Map(paths.map((p, i) => [p, i]));
-  const header = new ByteWriter();
-  header.bytes(MAGIC);
-  header.u32(LAYER_FORMAT_VERSION);
-  header.u32(0);
-  for (let i = 0; i < 32; i += 2) header.u8(parseInt(layer.timeline_id.slice(i, i + 2), 16));
-  header.u64(layer.lsn_start);
-  header.u64(layer.lsn_end);
-  header.u64(layer.generation);
-  header.u32(0);
-  header.u32(crc32c(header.done()));
-  const parts: Uint8Array[] = [header.done()];
-  let offset = HEADER_BYTES;
-  const block_table = new ByteWriter();
-  const keys = new ByteWriter();
-  const writeKey = (w: ByteWriter, e: LayerEntry) => {
-    w.u32(path_index.get(e.path)!);
-    w.u32(e.blkno);
-    w.u64(e.lsn);
-    w.u64(e.seq);
-  };
-  let block_count = 0;
-  for (let first = 0; first < entries.length;) {
-    const raw = new ByteWriter();
-    let end = first;
-    while (end < entries.length) {
-      const before = raw.length;
-      writeEntry(raw, entries[end]);
-      if (raw.length > LAYER_BLOCK_RAW_LIMIT_BYTES && end > first) {
-        raw.length = before;
-        break;
-      }
-      end++;
+    this.scratch.length = 0;
+    writeEntry(this.scratch, e);
+    if (this.pending_keys.length > 0 && this.pending.length + this.scratch.length > LAYER_BLOCK_RAW_LIMIT_BYTES) {
+      await this.writeBlock();
     }
-    const raw_bytes = raw.done();
-    const compressed = zstdCompress(raw_bytes);
-    const stored = compressed.length < raw_bytes.length ? compressed : raw_bytes;
-    block_table.u64(offset);
-    block_table.u32(stored.length);
-    block_table.u32(raw_bytes.length);
-    block_table.u32(crc32c(stored));
-    block_table.u32(end - first);
-    block_table.u32(stored === compressed ? FLAG_ZSTD : 0);
-    writeKey(block_table, entries[first]);
-    writeKey(block_table, entries[end - 1]);
-    for (let i = first; i < end; i++) {
-      writeKey(keys, entries[i]);
-      keys.u8(entries[i].value.kind === "image" ? 0 : 1);
+    this.pending.bytes(this.scratch.done());
+    this.pending_keys.push(this.last);
+    this.writeKey(this.keys, this.last);
+    this.keys.u8(e.value.kind === "image" ? 0 : 1);
+  }
+
+  private writeKey(w: ByteWriter, k: EntryKey): void {
+    w.u32(this.paths.get(k.path)!);
+    w.u32(k.blkno);
+    w.u64(k.lsn);
+    w.u64(k.seq);
+  }
+
+  private async writeBlock(): Promise<void> {
+    const raw = this.pending.done();
+    const compressed = zstdCompress(raw);
+    const stored = compressed.length < raw.length ? compressed : raw;
+    const t = this.block_table;
+    t.u64(this.offset);
+    t.u32(stored.length);
+    t.u32(raw.length);
+    t.u32(crc32c(stored));
+    t.u32(this.pending_keys.length);
+    t.u32(stored === compressed ? FLAG_ZSTD : 0);
+    this.writeKey(t, this.pending_keys[0]);
+    this.writeKey(t, this.pending_keys[this.pending_keys.length - 1]);
+    await writeAll(this.file, stored);
+    this.offset += stored.length;
+    this.block_count++;
+    this.entry_count += this.pending_keys.length;
+    this.pending.length = 0;
+    this.pending_keys = [];
+  }
+
+  /** Writes the last block, `events` (in write order), the index and the footer; then makes the file durable. */
+  async finish(events: LayerEvent[]): Promise<void> {
+    if (this.pending_keys.length > 0) await this.writeBlock();
+    const ev = new ByteWriter();
+    for (const e of events) {
+      assert(e.lsn >= this.header.lsn_start && e.lsn <= this.header.lsn_end, `layer: event lsn ${e.lsn} outside`);
+      writeEvent(ev, e);
     }
-    parts.push(stored);
-    offset += stored.length;
-    block_count++;
-    first = end;
+    const index = new ByteWriter();
+    index.u32(this.paths.size);
+    index.bytes(this.path_table.done());
+    index.bytes(this.block_table.done());
+    index.bytes(this.keys.done());
+    index.u64(this.header.covers_from);
+    const footer = encodeFooter({
+      events_offset: this.offset,
+      events_len: ev.length,
+      index_offset: this.offset + ev.length,
+      index_len: index.length,
+      events_crc: crc32c(ev.done()),
+      index_crc: crc32c(index.done()),
+      block_count: this.block_count,
+      entry_count: this.entry_count,
+      event_count: events.length,
+    });
+    try {
+      for (const part of [ev.done(), index.done(), footer]) await writeAll(this.file, part);
+      await this.file.sync();
+    } finally {
+      this.file.close();
+    }
+    await Deno.rename(this.file_path + ".tmp", this.file_path);
+    await syncDir(dirname(this.file_path));
   }
-  const events = new ByteWriter();
-  for (const e of layer.events) {
-    events.str(e.path);
-    events.u64(e.lsn);
-    events.u64(e.seq);
-    events.u8(EVENT_KINDS.indexOf(e.event.kind));
-    events.u64(e.event.kind === "resize" ? e.event.size_bytes : 0);
+
+  /** Gives up: closes and deletes the temporary file. */
+  async abort(): Promise<void> {
+    try {
+      this.file.close();
+    } catch {
+      // finish() closed it already
+    }
+    await Deno.remove(this.file_path + ".tmp").catch(() => {});
   }
-  const index = new ByteWriter();
-  index.u32(paths.length);
-  for (const p of paths) index.str(p);
-  index.bytes(block_table.done());
-  index.bytes(keys.done());
-  const footer = new ByteWriter();
-  footer.u64(offset);
-  footer.u64(events.length);
-  footer.u64(offset + events.length);
-  footer.u64(index.length);
-  footer.u32(crc32c(events.done()));
-  footer.u32(crc32c(index.done()));
-  footer.u32(block_count);
-  footer.u32(entries.length);
-  footer.u32(layer.events.length);
-  footer.u32(crc32c(footer.done()));
-  footer.bytes(END_MAGIC);
-  parts.push(events.done(), index.done(), footer.done());
-  return parts;
 }
 
-/** Writes `layer` to `file_path` durably: via `file_path + ".tmp"`, fsync, rename, then fsync of the directory. */
+/** Writes a flushed layer to `file_path` durably (see {@linkcode LayerWriter}); sorts the entries first. */
 export async function writeLayerFile(file_path: string, layer: LayerContents): Promise<void> {
-  await initZstd();
-  const parts = encodeLayer(layer);
-  const tmp = file_path + ".tmp";
-  const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
+  const { entries, events, ...header } = layer;
+  const writer = await LayerWriter.create(file_path, { ...header, covers_from: header.generation });
   try {
-    for (const part of parts) {
-      for (let done = 0; done < part.length;) done += await file.write(part.subarray(done));
-    }
-    await file.sync();
-  } finally {
-    file.close();
+    for (const e of [...entries].sort(compareEntryKeys)) await writer.add(e);
+    await writer.finish(events);
+  } catch (err) {
+    await writer.abort();
+    throw err;
   }
-  await Deno.rename(tmp, file_path);
-  await syncDir(dirname(file_path));
 }
 
 /** fsync of a directory, so that a rename or unlink in it survives a crash. */
@@ -300,135 +210,111 @@ export async function syncDir(dir: string): Promise<void> {
   }
 }
 
-type BlockInfo = {
-  offset: number;
-  stored_len: number;
-  raw_len: number;
-  crc: number;
-  first_entry: number;
-  entry_count: number;
-  zstd: boolean;
-};
+/**
+ * Bounds how many layer files hold an open handle at once: past the limit, the least recently read layer closes
+ * its handle and reopens it on its next read.
+ */
+export class LayerHandleCache {
+  private readonly open = new Set<LayerReader>();
+
+  /** @param max_handles most handles open at once (>= 1) */
+  constructor(readonly max_handles: number) {
+    assert(Number.isInteger(max_handles) && max_handles >= 1, "layer: max_handles must be >= 1");
+  }
+
+  /** Layers holding a handle now. */
+  get open_count(): number {
+    return this.open.size;
+  }
+
+  /** Marks `reader`'s handle most recently used and closes the least recently used beyond the limit. */
+  touch(reader: LayerReader): void {
+    this.open.delete(reader);
+    this.open.add(reader);
+    for (const r of this.open) {
+      if (this.open.size <= this.max_handles) break;
+      this.open.delete(r);
+      r.releaseHandle();
+    }
+  }
+
+  /** Stops tracking `reader` (it closed). */
+  forget(reader: LayerReader): void {
+    this.open.delete(reader);
+  }
+}
 
 /** An open layer file: header, events and entry index in memory; blocks read on demand (synchronously). */
 export class LayerReader {
-  /** The layer's identity from its header. */
+  /** The layer's identity from its header (and, from version 2 on, the cover record of its index). */
   readonly header: LayerHeader;
   /** File events in write order. */
-  readonly events: LayerEvent[] = [];
+  readonly events: LayerEvent[];
   /** Every entry's key and location, in (path, blkno, lsn, seq) order. */
-  readonly entries: LayerEntryKey[] = [];
+  readonly entries: LayerEntryKey[];
   /** Size of the file in bytes. */
   readonly size_bytes: number;
-  private readonly blocks: BlockInfo[] = [];
+  private readonly blocks: BlockInfo[];
   private file: Deno.FsFile | undefined;
+  private closed = false;
+  private handles: LayerHandleCache | undefined;
 
   private constructor(readonly file_path: string, file: Deno.FsFile) {
     this.file = file;
     this.size_bytes = file.statSync().size;
     const corrupt = (reason: string) => new CorruptLayerError(file_path, reason);
     if (this.size_bytes < HEADER_BYTES + FOOTER_BYTES) throw corrupt(`only ${this.size_bytes} bytes long`);
-    const head = this.readAt(0, HEADER_BYTES);
-    if (!equalBytes(head.subarray(0, 8), MAGIC)) throw corrupt("bad header magic");
-    if (crc32c(head.subarray(0, 60)) !== new DataView(head.buffer).getUint32(60, true)) {
-      throw corrupt("header checksum mismatch");
-    }
-    const h = new ByteReader(head);
-    h.pos = 8;
-    const version = h.u32();
-    if (version !== LAYER_FORMAT_VERSION) throw corrupt(`unsupported format version ${version}`);
-    h.pos = 16;
-    const timeline_id = [...h.bytes(16)].map((b) => b.toString(16).padStart(2, "0")).join("");
-    this.header = { timeline_id, lsn_start: h.u64(), lsn_end: h.u64(), generation: Number(h.u64()) };
-    const foot = this.readAt(this.size_bytes - FOOTER_BYTES, FOOTER_BYTES);
-    if (!equalBytes(foot.subarray(56), END_MAGIC)) throw corrupt("bad footer magic (truncated?)");
-    const f = new ByteReader(foot);
-    if (crc32c(foot.subarray(0, 52)) !== f.view.getUint32(52, true)) throw corrupt("footer checksum mismatch");
-    const [events_offset, events_len, index_offset, index_len] = [f.u64(), f.u64(), f.u64(), f.u64()].map(Number);
-    const [events_crc, index_crc, block_count, entry_count, event_count] = [
-      f.u32(),
-      f.u32(),
-      f.u32(),
-      f.u32(),
-      f.u32(),
-    ];
+    const head = decodeHeader(this.readAt(0, HEADER_BYTES));
+    if (typeof head === "string") throw corrupt(head);
+    if (head.version !== 1 && head.version !== 2) throw corrupt(`unsupported format version ${head.version}`);
+    const f = decodeFooter(this.readAt(this.size_bytes - FOOTER_BYTES, FOOTER_BYTES));
+    if (typeof f === "string") throw corrupt(f);
+    const { events_offset, events_len, index_offset, index_len } = f;
     if (
       events_offset < HEADER_BYTES || index_offset !== events_offset + events_len ||
       index_offset + index_len !== this.size_bytes - FOOTER_BYTES
     ) throw corrupt("footer section offsets do not match the file size");
     const events = this.readAt(events_offset, events_len);
-    if (crc32c(events) !== events_crc) throw corrupt("events checksum mismatch");
+    if (crc32c(events) !== f.events_crc) throw corrupt("events checksum mismatch");
     const index = this.readAt(index_offset, index_len);
-    if (crc32c(index) !== index_crc) throw corrupt("index checksum mismatch");
+    if (crc32c(index) !== f.index_crc) throw corrupt("index checksum mismatch");
+    let covers_from = head.header.generation;
     try {
-      this.parseEvents(new ByteReader(events), event_count);
-      this.parseIndex(new ByteReader(index), block_count, entry_count, events_offset);
+      this.events = decodeEvents(new ByteReader(events), f.event_count);
+      const r = new ByteReader(index);
+      [this.blocks, this.entries] = decodeIndex(r, f.block_count, f.entry_count, events_offset);
+      if (head.version >= 2) covers_from = Number(r.u64());
+      if (r.pos !== r.buf.length) throw new RangeError("trailing bytes after the index");
     } catch (err) {
       if (err instanceof CorruptLayerError) throw err;
       throw corrupt(`malformed index or events (${(err as Error).message})`);
     }
+    if (covers_from > head.header.generation) throw corrupt(`covers generations from ${covers_from}, above its own`);
+    this.header = { ...head.header, covers_from };
   }
 
-  /** Opens and validates `file_path` (header, footer, events and index checksums); throws CorruptLayerError. */
-  static open(file_path: string): LayerReader {
+  /**
+   * Opens and validates `file_path` (header, footer, events and index checksums); throws CorruptLayerError. With
+   * `handles`, the file handle is closed when other layers are read more recently, and reopened on demand.
+   */
+  static open(file_path: string, handles?: LayerHandleCache): LayerReader {
     const file = Deno.openSync(file_path, { read: true });
+    let reader: LayerReader;
     try {
-      return new LayerReader(file_path, file);
+      reader = new LayerReader(file_path, file);
     } catch (err) {
       file.close();
       throw err;
     }
-  }
-
-  private parseEvents(r: ByteReader, count: number): void {
-    for (let i = 0; i < count; i++) {
-      const path = r.str();
-      const lsn = r.u64();
-      const seq = Number(r.u64());
-      const kind = EVENT_KINDS[r.u8()];
-      const size_bytes = Number(r.u64());
-      if (kind === undefined) throw new CorruptLayerError(this.file_path, `event ${i} has an unknown kind`);
-      const event: FileEvent = kind === "resize" ? { kind, size_bytes } : { kind };
-      this.events.push({ path, lsn, seq, event });
-    }
-    if (r.pos !== r.buf.length) throw new RangeError("trailing bytes after the events");
-  }
-
-  private parseIndex(r: ByteReader, block_count: number, entry_count: number, data_end: number): void {
-    const paths: string[] = [];
-    for (let i = r.u32(); i > 0; i--) paths.push(r.str());
-    let first_entry = 0;
-    for (let b = 0; b < block_count; b++) {
-      const offset = Number(r.u64());
-      const info = { offset, stored_len: r.u32(), raw_len: r.u32(), crc: r.u32(), first_entry, entry_count: r.u32() };
-      const zstd = (r.u32() & FLAG_ZSTD) !== 0;
-      r.pos += 48; // first and last keys: for tools and range scans; the key table below says the same per entry
-      if (info.offset < HEADER_BYTES || info.offset + info.stored_len > data_end || info.entry_count === 0) {
-        throw new CorruptLayerError(this.file_path, `block ${b} lies outside the data section`);
-      }
-      if (info.raw_len > LAYER_BLOCK_RAW_MAX_BYTES) {
-        throw new CorruptLayerError(this.file_path, `block ${b} claims ${info.raw_len} raw bytes`);
-      }
-      this.blocks.push({ ...info, zstd });
-      first_entry += info.entry_count;
-    }
-    if (first_entry !== entry_count) throw new RangeError("block entry counts do not add up");
-    for (let b = 0; b < block_count; b++) {
-      for (let slot = 0; slot < this.blocks[b].entry_count; slot++) {
-        const path = paths[r.u32()];
-        if (path === undefined) throw new RangeError("entry names an unknown path");
-        const blkno = r.u32();
-        const lsn = r.u64();
-        const seq = Number(r.u64());
-        const image = r.u8() === 0;
-        this.entries.push({ path, blkno, lsn, seq, image, block: b, slot });
-      }
-    }
-    if (r.pos !== r.buf.length) throw new RangeError("trailing bytes after the index");
+    reader.handles = handles;
+    handles?.touch(reader);
+    return reader;
   }
 
   private readAt(offset: number, length: number): Uint8Array {
-    assert(this.file !== undefined, `layer ${this.file_path} is closed`);
+    assert(!this.closed, `layer ${this.file_path} is closed`);
+    this.file ??= Deno.openSync(this.file_path, { read: true });
+    this.handles?.touch(this);
     const out = new Uint8Array(length);
     this.file.seekSync(offset, Deno.SeekMode.Start);
     for (let done = 0; done < length;) {
@@ -477,7 +363,7 @@ export class LayerReader {
       const r = new ByteReader(raw);
       const out: LayerEntry[] = [];
       for (let slot = 0; slot < info.entry_count; slot++) {
-        const e = decodeEntry(r);
+        const e = readEntry(r);
         const key = this.entries[info.first_entry + slot];
         if (compareEntryKeys(e, key) !== 0 || (e.value.kind === "image") !== key.image) {
           throw new RangeError(`entry ${slot} does not match the index`);
@@ -491,29 +377,16 @@ export class LayerReader {
     }
   }
 
-  /** Releases the file handle. */
-  close(): void {
+  /** Closes the file handle for now; the next read reopens it. */
+  releaseHandle(): void {
     this.file?.close();
     this.file = undefined;
   }
-}
 
-function decodeEntry(r: ByteReader): LayerEntry {
-  const path = r.str();
-  const blkno = r.u32();
-  const lsn = r.u64();
-  const seq = Number(r.u64());
-  const kind = r.u8();
-  if (kind === 0) return { path, blkno, lsn, seq, value: { kind: "image", bytes: r.bytes(BLOCK_SIZE) } };
-  if (kind !== 1) throw new RangeError(`unknown value kind ${kind}`);
-  const ranges = [];
-  for (let i = r.u16(); i > 0; i--) {
-    const offset = r.u16();
-    ranges.push({ offset, bytes: r.bytes(r.u16()) });
+  /** Releases the file handle for good. */
+  close(): void {
+    this.releaseHandle();
+    this.handles?.forget(this);
+    this.closed = true;
   }
-  return { path, blkno, lsn, seq, value: { kind: "delta", ranges } };
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  return a.length === b.length && a.every((v, i) => v === b[i]);
 }

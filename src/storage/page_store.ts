@@ -1,7 +1,8 @@
 /**
  * The page store of one timeline: every version of every page and every file event, keyed by LSN. Writes land in
- * an in-memory layer; {@linkcode PageStore.flush} persists a prefix of it as an immutable delta layer file. Reads
- * merge the in-memory layer and all layer files, decompressing file blocks on demand through a small LRU.
+ * an in-memory layer; {@linkcode PageStore.flush} persists a prefix of it as an immutable delta layer file and then
+ * merges the newest layers when there are too many (`layer_compaction.ts`), so the layer count stays logarithmic.
+ * Reads merge the in-memory layer and all layer files, decompressing file blocks on demand through a small LRU.
  *
  * @module
  */
@@ -17,26 +18,29 @@ import {
 } from "./page_api.ts";
 import { applyDelta } from "./page_delta.ts";
 import {
-  CorruptLayerError,
   LAYER_BLOCK_RAW_LIMIT_BYTES,
   type LayerEntry,
   type LayerEvent,
+  LayerHandleCache,
   LayerReader,
-  syncDir,
   writeLayerFile,
 } from "./layer_file.ts";
+import { deleteLayers, layerFileName, mergeLayers, openLayerDir, pickMergeRun } from "./layer_compaction.ts";
 import { initZstd } from "./zstd.ts";
 
 /** A delta chain longer than this since the last image makes the next delta be stored as a whole image. */
 export const MAX_DELTA_CHAIN = 16;
 /** Default budget of the decompressed-block cache: 16 MiB (256 blocks of 64 KiB). */
 export const DEFAULT_CACHE_BYTES = 16 * 1024 * 1024;
+/** A flush that leaves more layers than this merges the newest ones (see {@linkcode PageStore.compact}). */
+export const COMPACTION_TRIGGER_LAYERS = 8;
+/** Most layer files open at once; the least recently read ones are closed and reopened on demand. */
+export const MAX_OPEN_LAYER_FILES = 16;
 
 /** Versions in memory sort after every layer file's at the same LSN: they were written later. */
 const MEMORY_GEN = Number.POSITIVE_INFINITY;
 /** Rough bookkeeping cost of one version or event in memory, beyond its payload. */
 const OVERHEAD_BYTES = 64;
-const LAYER_NAME = /^([0-9a-f]{16})_([0-9a-f]{16})_([0-9a-f]{16})\.layer(\.corrupt)?$/;
 
 /** Write order across layers: LSN, then layer generation (memory newest), then sequence within a layer. */
 type Ordered = { lsn: Lsn; gen: number; seq: number };
@@ -87,10 +91,6 @@ function assertBlkno(blkno: number): void {
   assert(Number.isInteger(blkno) && blkno >= 0 && blkno <= 0xffff_ffff, `page store: bad block number ${blkno}`);
 }
 
-function hex16(n: number | bigint): string {
-  return n.toString(16).padStart(16, "0");
-}
-
 function splitPath(path: string): [string, string] {
   const slash = path.lastIndexOf("/");
   return slash < 0 ? ["", path] : [path.slice(0, slash), path.slice(slash + 1)];
@@ -111,13 +111,15 @@ function eventCost(path: string): number {
 
 /** One timeline's page versions and file events, in memory and in delta layer files. */
 export class PageStore implements PageSource, PageSink {
-  /** Problems survived while opening (a torn newest layer that was set aside). */
+  /** Problems survived while opening (a torn newest layer set aside, leftovers of an interrupted merge deleted). */
   readonly warnings: string[] = [];
   /** Versions not yet flushed; flushed ones are found through the layers' sorted indexes. */
   private readonly memory = new Map<string, Map<number, Version[]>>();
   private readonly events = new Map<string, EventRecord[]>();
   private readonly children = new Map<string, Set<string>>();
+  /** Layer files, oldest generation first. */
   private readonly layers: LayerReader[] = [];
+  private readonly handles = new LayerHandleCache(MAX_OPEN_LAYER_FILES);
   private readonly cache = new Map<string, LayerEntry[]>();
   private readonly cache_blocks: number;
   private mem_pages: { path: string; blkno: number; version: Version }[] = [];
@@ -134,59 +136,22 @@ export class PageStore implements PageSource, PageSink {
 
   /**
    * Opens a timeline's store. With `dir`, loads the headers, indexes and events of its layer files (not their
-   * pages), deletes leftover `*.tmp` files and sets aside a newest layer that fails validation (a torn write,
-   * noted in {@linkcode PageStore.warnings}); an older corrupt layer throws {@linkcode CorruptLayerError}.
+   * pages), deletes leftover `*.tmp` files and the sources of a merge that a crash left next to their merged layer,
+   * and sets aside a newest layer that fails validation (a torn write); both are noted in
+   * {@linkcode PageStore.warnings}. An older corrupt layer throws `CorruptLayerError` (`layer_file.ts`).
    */
   static async open(opts: PageStoreOptions): Promise<PageStore> {
     assert(/^[0-9a-f]{32}$/.test(opts.timeline_id), `page store: timeline id must be 32 hex digits`);
     await initZstd();
     const layer_dir = opts.dir === undefined ? undefined : `${opts.dir}/timelines/${opts.timeline_id}`;
     const store = new PageStore(opts.timeline_id, layer_dir, opts.memory_limit_bytes ?? DEFAULT_CACHE_BYTES);
-    if (layer_dir !== undefined) await store.loadLayers(layer_dir);
+    if (layer_dir !== undefined) {
+      const found = await openLayerDir(layer_dir, opts.timeline_id, store.handles);
+      store.warnings.push(...found.warnings);
+      store.next_gen = found.next_generation;
+      for (const reader of found.readers) store.addLayer(reader);
+    }
     return store;
-  }
-
-  private async loadLayers(layer_dir: string): Promise<void> {
-    await Deno.mkdir(layer_dir, { recursive: true });
-    const found: { name: string; gen: number; lsn_start: bigint; lsn_end: bigint }[] = [];
-    for await (const entry of Deno.readDir(layer_dir)) {
-      if (entry.name.endsWith(".tmp")) {
-        await Deno.remove(`${layer_dir}/${entry.name}`);
-        continue;
-      }
-      const m = LAYER_NAME.exec(entry.name);
-      if (m === null) continue;
-      const gen = parseInt(m[1], 16);
-      this.next_gen = Math.max(this.next_gen, gen + 1);
-      if (m[4] !== undefined) continue; // set aside earlier; its generation stays taken
-      found.push({ name: entry.name, gen, lsn_start: BigInt("0x" + m[2]), lsn_end: BigInt("0x" + m[3]) });
-    }
-    found.sort((a, b) => a.gen - b.gen);
-    for (const [i, f] of found.entries()) {
-      const file_path = `${layer_dir}/${f.name}`;
-      let reader: LayerReader | undefined;
-      try {
-        reader = LayerReader.open(file_path);
-        const h = reader.header;
-        if (h.generation !== f.gen || h.lsn_start !== f.lsn_start || h.lsn_end !== f.lsn_end) {
-          throw new CorruptLayerError(file_path, "header generation or LSN range differs from the file name");
-        }
-        if (h.timeline_id !== this.timeline_id) {
-          throw new CorruptLayerError(file_path, `header names timeline ${h.timeline_id}`);
-        }
-      } catch (err) {
-        reader?.close();
-        if (!(err instanceof CorruptLayerError) || i < found.length - 1) {
-          this.closeLayers();
-          throw err;
-        }
-        await Deno.rename(file_path, file_path + ".corrupt");
-        await syncDir(layer_dir);
-        this.warnings.push(`dropped torn newest layer ${file_path} (${err.reason}); kept as ${f.name}.corrupt`);
-        continue;
-      }
-      this.addLayer(reader);
-    }
   }
 
   private addLayer(reader: LayerReader): void {
@@ -219,6 +184,16 @@ export class PageStore implements PageSource, PageSink {
   /** The highest LSN up to which every version received is durably stored (memory-only: the last flush's). */
   get disk_consistent_lsn(): Lsn {
     return this.disk_lsn;
+  }
+
+  /** Number of layer files. */
+  get layer_count(): number {
+    return this.layers.length;
+  }
+
+  /** Total size of the layer files in bytes. */
+  get disk_bytes(): number {
+    return this.layers.reduce((n, l) => n + l.size_bytes, 0);
   }
 
   /** Approximate bytes held by versions and events not yet flushed; flush when this grows too large. */
@@ -370,13 +345,49 @@ export class PageStore implements PageSource, PageSink {
 
   /**
    * Persists every in-memory version and event with lsn <= `durable_lsn` as one new layer file and keeps the rest
-   * in memory. Flushes run one at a time, in call order. Memory-only: only advances {@linkcode disk_consistent_lsn}.
+   * in memory; then, if more than {@linkcode COMPACTION_TRIGGER_LAYERS} layers are left, merges the newest ones as
+   * {@linkcode PageStore.compact} does (a failed merge rejects, though the flush itself is durable by then). Flushes
+   * run one at a time, in call order. Memory-only: only advances {@linkcode disk_consistent_lsn}.
    */
   flush(durable_lsn: Lsn): Promise<void> {
     assertLsn(durable_lsn);
-    const run = this.flushing.then(() => this.flushNow(durable_lsn));
+    return this.enqueue(async () => {
+      await this.flushNow(durable_lsn);
+      if (this.layers.length > COMPACTION_TRIGGER_LAYERS) await this.compactNow();
+    });
+  }
+
+  /**
+   * Merges the newest run of layers into one now, whatever the layer count (a flush does it when more than
+   * {@linkcode COMPACTION_TRIGGER_LAYERS} layers are left): the run grows from the newest layer while the next older
+   * one is at most twice the run's size, and nothing happens when that run is a single layer. Every version and
+   * event is kept. Runs in turn with flushes.
+   */
+  compact(): Promise<void> {
+    return this.enqueue(() => this.compactNow());
+  }
+
+  private enqueue(step: () => Promise<void>): Promise<void> {
+    const run = this.flushing.then(step);
     this.flushing = run.catch(() => {});
     return run;
+  }
+
+  private async compactNow(): Promise<void> {
+    const count = pickMergeRun(this.layers.map((l) => l.size_bytes));
+    if (this.layer_dir === undefined || count === 0) return;
+    const sources = this.layers.slice(-count);
+    const merged = await mergeLayers(sources, this.layer_dir, this.next_gen++, this.handles);
+    // Swapped in one synchronous step, so a reader sees each version exactly once: in the sources or the merged layer.
+    this.layers.splice(-count, count, merged);
+    const gen = merged.header.generation;
+    const gens = new Set(sources.map((l) => l.header.generation));
+    const paths = new Set(merged.events.map((e) => e.path));
+    for (const path of paths) this.events.set(path, this.events.get(path)!.filter((r) => !gens.has(r.gen)));
+    for (const e of merged.events) this.events.get(e.path)!.push({ lsn: e.lsn, gen, seq: e.seq, event: e.event });
+    for (const path of paths) this.events.get(path)!.sort(compareOrder);
+    for (const key of this.cache.keys()) if (gens.has(Number(key.split(":")[0]))) this.cache.delete(key);
+    await deleteLayers(sources);
   }
 
   private async flushNow(durable_lsn: Lsn): Promise<void> {
@@ -398,10 +409,10 @@ export class PageStore implements PageSource, PageSink {
     let lsn_start = durable_lsn;
     for (const x of [...entries, ...layer_events]) if (x.lsn < lsn_start) lsn_start = x.lsn;
     const gen = this.next_gen++;
-    const file_path = `${this.layer_dir}/${hex16(gen)}_${hex16(lsn_start)}_${hex16(durable_lsn)}.layer`;
+    const file_path = `${this.layer_dir}/${layerFileName(gen, lsn_start, durable_lsn)}`;
     const header = { timeline_id: this.timeline_id, lsn_start, lsn_end: durable_lsn, generation: gen };
     await writeLayerFile(file_path, { ...header, entries, events: layer_events });
-    const reader = LayerReader.open(file_path);
+    const reader = LayerReader.open(file_path, this.handles);
     this.layers.push(reader);
     // Swapped in one synchronous step, so a reader sees each version exactly once: in memory or in the layer.
     const flushed = new Set(pages.map((p) => p.version));
@@ -429,10 +440,6 @@ export class PageStore implements PageSource, PageSink {
   /** Waits for running flushes and closes the layer files. Versions not flushed are lost. */
   async close(): Promise<void> {
     await this.flushing;
-    this.closeLayers();
-  }
-
-  private closeLayers(): void {
     for (const layer of this.layers) layer.close();
     this.layers.length = 0;
     this.cache.clear();

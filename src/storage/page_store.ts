@@ -56,7 +56,15 @@ export type PageStoreOptions = {
   timeline_id: string;
   /** Budget of the decompressed-block cache (default {@linkcode DEFAULT_CACHE_BYTES}). */
   memory_limit_bytes?: number;
+  /**
+   * For a branch: the parent timeline's pages, read at min(lsn, branch LSN) for whatever this timeline never
+   * wrote itself. Creating a branch copies nothing.
+   */
+  ancestor?: Ancestor;
 };
+
+/** A parent timeline as a branch sees it. */
+export type Ancestor = { source: PageSource; branch_lsn: Lsn };
 
 function compareOrder(a: Ordered, b: Ordered): number {
   if (a.lsn !== b.lsn) return a.lsn < b.lsn ? -1 : 1;
@@ -130,7 +138,12 @@ export class PageStore implements PageSource, PageSink {
   private disk_lsn: Lsn = 0n;
   private flushing: Promise<void> = Promise.resolve();
 
-  private constructor(readonly timeline_id: string, private readonly layer_dir: string | undefined, cache: number) {
+  private constructor(
+    readonly timeline_id: string,
+    private readonly layer_dir: string | undefined,
+    cache: number,
+    private readonly ancestor: Ancestor | undefined,
+  ) {
     this.cache_blocks = Math.max(1, Math.floor(cache / LAYER_BLOCK_RAW_LIMIT_BYTES));
   }
 
@@ -144,7 +157,8 @@ export class PageStore implements PageSource, PageSink {
     assert(/^[0-9a-f]{32}$/.test(opts.timeline_id), `page store: timeline id must be 32 hex digits`);
     await initZstd();
     const layer_dir = opts.dir === undefined ? undefined : `${opts.dir}/timelines/${opts.timeline_id}`;
-    const store = new PageStore(opts.timeline_id, layer_dir, opts.memory_limit_bytes ?? DEFAULT_CACHE_BYTES);
+    const cache_bytes = opts.memory_limit_bytes ?? DEFAULT_CACHE_BYTES;
+    const store = new PageStore(opts.timeline_id, layer_dir, cache_bytes, opts.ancestor);
     if (layer_dir !== undefined) {
       const found = await openLayerDir(layer_dir, opts.timeline_id, store.handles);
       store.warnings.push(...found.warnings);
@@ -230,15 +244,22 @@ export class PageStore implements PageSource, PageSink {
     return sorted ? out : out.sort(compareOrder);
   }
 
-  /** The page as of `lsn` ignoring whether the file exists: zeros, then the newest image and later deltas. */
+  /**
+   * The page as of `lsn` ignoring whether the file exists: the newest image and later deltas, on zeros after a
+   * reset, or on the ancestor's page when this timeline's own history of the block does not go back far enough.
+   */
   private materialise(path: string, blkno: number, lsn: Lsn): Uint8Array {
-    const page = new Uint8Array(BLOCK_SIZE);
+    let page: Uint8Array = new Uint8Array(BLOCK_SIZE);
     const versions = this.versionsUpTo(path, blkno, lsn);
     const reset = this.resetPoint(path, blkno, lsn);
     let start = versions.length;
     while (start > 0 && (reset === undefined || compareOrder(versions[start - 1], reset) > 0)) {
       start--;
       if (versions[start].image) break;
+    }
+    const whole = start < versions.length && versions[start].image;
+    if (!whole && reset === undefined && this.ancestor !== undefined) {
+      page = this.ancestor.source.getPage(path, blkno, this.ancestorLsn(lsn)) ?? page;
     }
     for (let i = start; i < versions.length; i++) {
       const value = this.valueOf(versions[i]);
@@ -274,15 +295,18 @@ export class PageStore implements PageSource, PageSink {
     return entries[slot].value;
   }
 
-  /** {@inheritDoc PageSource.stat} */
+  private ancestorLsn(lsn: Lsn): Lsn {
+    return lsn < this.ancestor!.branch_lsn ? lsn : this.ancestor!.branch_lsn;
+  }
+
+  /** {@inheritDoc PageSource.stat} A path this timeline never touched is as its ancestor had it. */
   stat(path: string, lsn: Lsn): PathMeta | undefined {
     assertLsn(lsn);
     if (path === "") return { kind: "dir" };
     const list = this.events.get(path);
-    if (list === undefined) return undefined;
-    const i = upperBound(list, lsn) - 1;
-    if (i < 0) return undefined;
-    const e = list[i].event;
+    const i = list === undefined ? -1 : upperBound(list, lsn) - 1;
+    if (i < 0) return this.ancestor?.source.stat(path, this.ancestorLsn(lsn));
+    const e = list![i].event;
     if (e.kind === "create") return { kind: "file", size_bytes: 0 };
     if (e.kind === "resize") return { kind: "file", size_bytes: e.size_bytes };
     if (e.kind === "mkdir") return { kind: "dir" };
@@ -293,7 +317,9 @@ export class PageStore implements PageSource, PageSink {
   readdir(path: string, lsn: Lsn): string[] {
     if (this.stat(path, lsn)?.kind !== "dir") return [];
     const prefix = path === "" ? "" : path + "/";
-    return [...this.children.get(path) ?? []].filter((name) => this.stat(prefix + name, lsn) !== undefined).sort();
+    const names = new Set(this.children.get(path));
+    for (const name of this.ancestor?.source.readdir(path, this.ancestorLsn(lsn)) ?? []) names.add(name);
+    return [...names].filter((name) => this.stat(prefix + name, lsn) !== undefined).sort();
   }
 
   /** {@inheritDoc PageSink.putPage} The bytes are copied. A delta that would make a chain too long is stored as an image. */

@@ -13,7 +13,24 @@
  *
  * @module
  */
-export { Tarn, type TarnOptions } from "./src/tarn.ts";
+export {
+  type BranchInfo,
+  type BranchStart,
+  type ConnectOptions,
+  type Fork,
+  Tarn,
+  type TarnOptions,
+} from "./src/tarn.ts";
+export type { BranchAt } from "./src/replication/branch_point.ts";
 export { type Field, type Queryable, type QueryResult, TarnClient } from "./src/client.ts";
-export { ClosedError, CorruptDataError, DatabaseLockedError } from "./src/errors.ts";
+export {
+  BranchExistsError,
+  BranchNotFoundError,
+  BranchRuleError,
+  ClosedError,
+  CorruptDataError,
+  DatabaseLockedError,
+  LsnOutOfRangeError,
+  ReadOnlyError,
+} from "./src/errors.ts";
 export { formatLsn, type Lsn, LsnFormatError, parseLsn } from "./src/lsn.ts";

@@ -4,7 +4,7 @@
  * @module
  */
 import type { PGlite } from "@electric-sql/pglite";
-import { ClosedError } from "./errors.ts";
+import { ClosedError, ReadOnlyError } from "./errors.ts";
 
 /** A column of a result. */
 export type Field = { name: string; dataTypeID: number };
@@ -41,8 +41,14 @@ export class SessionLock {
   }
 }
 
-/** Hooks the database runs around each statement (checkpoints by WAL volume, idle timers). */
-export type StatementHooks = { after(): Promise<void> };
+/**
+ * Hooks the database runs around each statement (checkpoints by WAL volume, idle timers), and for a read-only
+ * connection the words naming what it reads, for the error a write gets.
+ */
+export type StatementHooks = { after(): Promise<void>; read_only_label?: string; on_close?: () => Promise<void> };
+
+/** PostgreSQL's SQLSTATE for a write in a read-only transaction. */
+const READ_ONLY_SQL_TRANSACTION = "25006";
 
 /** A connection to a Tarn database. Statements are durable when their promise resolves. */
 export class TarnClient implements Queryable {
@@ -98,9 +104,15 @@ export class TarnClient implements Queryable {
   }
 
   /** Closes this client; the database stays open for others. */
-  close(): Promise<void> {
+  async close(): Promise<void> {
+    if (this.#closed) return;
     this.#closed = true;
-    return Promise.resolve();
+    await this.#hooks.on_close?.();
+  }
+
+  /** `await using db = await tarn.connect()` closes the client at the end of the scope. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.close();
   }
 
   #locked<T>(fn: () => Promise<T>): Promise<T> {
@@ -108,6 +120,12 @@ export class TarnClient implements Queryable {
     return this.#lock.run(async () => {
       try {
         return await fn();
+      } catch (error) {
+        const label = this.#hooks.read_only_label;
+        if (label !== undefined && (error as { code?: string }).code === READ_ONLY_SQL_TRANSACTION) {
+          throw new ReadOnlyError(label, error);
+        }
+        throw error;
       } finally {
         await this.#hooks.after();
       }

@@ -40,3 +40,48 @@ export class ClosedError extends Error {
     this.name = "ClosedError";
   }
 }
+
+/** No branch has that name. */
+export class BranchNotFoundError extends Error {
+  /** @param name the branch asked for */
+  constructor(name: string, known: string[]) {
+    super(`no branch "${name}": the branches are ${known.join(", ")}; create it with createBranch("${name}")`);
+    this.name = "BranchNotFoundError";
+  }
+}
+
+/** A branch with that name exists already. */
+export class BranchExistsError extends Error {
+  /** @param name the name asked for */
+  constructor(name: string) {
+    super(`a branch "${name}" exists already: pick another name, or delete or reset that branch`);
+    this.name = "BranchExistsError";
+  }
+}
+
+/** A branch operation that its rules refuse (protected, has children, the root). */
+export class BranchRuleError extends Error {
+  /** @param message what was refused and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "BranchRuleError";
+  }
+}
+
+/** A branch point outside the history a branch holds. */
+export class LsnOutOfRangeError extends Error {
+  /** @param message which point, which range, and what to do */
+  constructor(message: string) {
+    super(message);
+    this.name = "LsnOutOfRangeError";
+  }
+}
+
+/** A write on a read-only (time-travel) connection. */
+export class ReadOnlyError extends Error {
+  /** @param what the connection, e.g. `branch "main" at 0/17CC6C8` */
+  constructor(what: string, cause: unknown) {
+    super(`this connection reads ${what} and cannot write: connect without "at" or "readOnly" to write`, { cause });
+    this.name = "ReadOnlyError";
+  }
+}

@@ -1,20 +1,17 @@
 /**
- * The embedded composition: a page store, a WAL log and one compute in one process, on one directory (or memory).
+ * The embedded composition: page stores, WAL logs and computes in one process, on one directory (or memory), with
+ * branches: copy-on-write timelines made from metadata only, at the head of a branch or any point of its history.
  *
  * @module
  */
-import type { PGlite } from "@electric-sql/pglite";
-import { SessionLock, type StatementHooks, TarnClient } from "./client.ts";
-import { Checkpointer } from "./compute/checkpointer.ts";
+import type { TarnClient } from "./client.ts";
 import { clusterTemplate, importTemplate } from "./compute/cluster_template.ts";
-import { startPostgres } from "./compute/engine.ts";
-import { parseControlFile } from "./compute/pg_control.ts";
-import { TarnFS } from "./compute/tarn_fs.ts";
+import { Compute, type ComputeOptions } from "./compute/compute.ts";
 import { DirLock } from "./dir_lock.ts";
-import { ClosedError, CorruptDataError } from "./errors.ts";
-import { formatLsn, LSN_MAX, segmentFileName, segmentOf } from "./lsn.ts";
-import { WalLog } from "./replication/wal_log.ts";
-import { PageStore } from "./storage/page_store.ts";
+import { BranchExistsError, BranchNotFoundError, BranchRuleError, ClosedError } from "./errors.ts";
+import { formatLsn, type Lsn } from "./lsn.ts";
+import { type BranchAt, resolveBranchPoint } from "./replication/branch_point.ts";
+import { type Branch, BranchCatalog } from "./storage/branch_catalog.ts";
 import {
   newTimelineId,
   readTenantFile,
@@ -22,6 +19,7 @@ import {
   type TenantFile,
   writeTenantFile,
 } from "./tenant_file.ts";
+import { closeStorage, Timelines } from "./timelines.ts";
 
 /** Tuning knobs; the defaults suit tests and small databases. */
 export type TarnOptions = {
@@ -31,40 +29,58 @@ export type TarnOptions = {
   checkpoint_idle_ms?: number;
   /** Persist the page store's in-memory layer above this size (bytes). Default 16 MiB. */
   page_store_memory_bytes?: number;
-  /** Pages in the compute's page cache. Default 1024 (8 MiB). */
+  /** Pages in each compute's page cache. Default 1024 (8 MiB). */
   page_cache_pages?: number;
 };
 
+/** A branch as {@linkcode Tarn.branches} lists it. */
+export type BranchInfo = {
+  name: string;
+  timeline_id: string;
+  /** The parent branch's name; undefined for `main`. */
+  parent?: string;
+  /** Where it starts on its parent, printed as PostgreSQL does (`0/17CC6C8`). */
+  branch_lsn: string;
+  created_at: Date;
+  protected: boolean;
+};
+
+/** Where a branch starts: an LSN (bigint or `0/17CC6C8`) or a time; default the parent's head. */
+export type BranchStart = { from?: string; at?: BranchAt };
+
+/** How {@linkcode Tarn.connect} reaches a branch: its head (read-write), or read-only at a past point. */
+export type ConnectOptions = { at?: BranchAt; readOnly?: boolean };
+
+/** A client on an ephemeral branch, deleted with it on `close()` or `await using`. */
+export type Fork = TarnClient & { readonly branch: string };
+
+const MAIN = "main";
+const BRANCH_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+
 /** An open Tarn database. */
 export class Tarn {
-  readonly #pg: PGlite;
-  readonly #fs: TarnFS;
-  readonly #pages: PageStore;
-  readonly #wal: WalLog;
+  readonly #dir: string | undefined;
   readonly #lock: DirLock | undefined;
-  readonly #session = new SessionLock();
-  readonly #checkpointer: Checkpointer;
+  readonly #catalog: BranchCatalog;
+  readonly #timelines: Timelines;
+  readonly #options: ComputeOptions;
+  readonly #computes = new Map<string, Promise<Compute>>();
+  readonly #read_only = new Set<Compute>();
   #closed = false;
 
-  private constructor(parts: {
-    pg: PGlite;
-    fs: TarnFS;
-    pages: PageStore;
-    wal: WalLog;
-    lock: DirLock | undefined;
-    checkpointer: Checkpointer;
-  }) {
-    this.#pg = parts.pg;
-    this.#fs = parts.fs;
-    this.#pages = parts.pages;
-    this.#wal = parts.wal;
+  private constructor(
+    parts: { dir?: string; lock?: DirLock; catalog: BranchCatalog; timelines: Timelines; options: ComputeOptions },
+  ) {
+    this.#dir = parts.dir;
     this.#lock = parts.lock;
-    this.#checkpointer = parts.checkpointer;
+    this.#catalog = parts.catalog;
+    this.#timelines = parts.timelines;
+    this.#options = parts.options;
   }
 
   /**
    * Opens the database in `dir` (created if missing), or an in-memory one when `dir` is omitted. An existing
-   * directory never runs initdb: Postgres recovers from its last checkpoint and the WAL after it.
+   * directory never runs initdb: each branch's compute recovers from its last checkpoint and the WAL after it.
    */
   static async open(dir?: string, options: TarnOptions = {}): Promise<Tarn> {
     let lock: DirLock | undefined;
@@ -83,110 +99,250 @@ export class Tarn {
   static async #openLocked(dir: string | undefined, options: TarnOptions, lock: DirLock | undefined): Promise<Tarn> {
     let tenant = dir === undefined ? undefined : await readTenantFile(dir);
     const fresh = tenant === undefined;
-    if (fresh) {
-      if (dir !== undefined) await removeUnfinishedCreation(dir);
-      const template = await clusterTemplate();
+    if (tenant === undefined) {
+      if (dir !== undefined) await removeUnfinished(dir, []);
       tenant = {
         format_version: TENANT_FORMAT_VERSION,
         timeline_id: newTimelineId(),
-        segment_size: template.segment_size,
+        segment_size: (await clusterTemplate()).segment_size,
         created_at: new Date().toISOString(),
       };
     }
-    const config = tenant as TenantFile;
-    const pages = await PageStore.open({ dir, timeline_id: config.timeline_id });
-    const wal = await WalLog.open({ dir: timelineDir(dir, config.timeline_id), segment_size: config.segment_size });
+    const config: TenantFile = tenant;
+    const catalog = await BranchCatalog.open(dir, config.timeline_id, new Date(config.created_at));
+    const timelines = new Timelines(dir, config.segment_size, catalog, 4 * 1024 * 1024);
     if (fresh) {
+      const { pages, wal } = await timelines.open(config.timeline_id);
       importTemplate(await clusterTemplate(), pages, wal);
       await pages.flush(await wal.flush());
       if (dir !== undefined) await writeTenantFile(dir, config);
+    } else if (dir !== undefined) {
+      const forks = catalog.list().filter((b) => b.ephemeral);
+      if (forks.length > 0) await catalog.remove(...forks.map((b) => b.name));
+      await removeUnfinished(dir, catalog.list().map((b) => b.timeline_id));
     }
-    const control_page = pages.getPage("global/pg_control", 0, LSN_MAX);
-    if (control_page === undefined) throw new CorruptDataError(`${dir}/timelines`, "no global/pg_control");
-    const control = parseControlFile(control_page);
-    if (wal.start_lsn > control.redo_lsn) {
-      throw new CorruptDataError(
-        `${timelineDir(dir, config.timeline_id)}/wal`,
-        `recovery needs WAL from ${formatLsn(control.redo_lsn)} but it starts at ${formatLsn(wal.start_lsn)}`,
-      );
-    }
-    const segments = [];
-    const first = segmentOf(control.redo_lsn, config.segment_size);
-    const last = segmentOf(wal.end_lsn, config.segment_size);
-    for (let segno = first; segno <= last; segno++) segments.push(segmentFileName(1, segno, config.segment_size));
-    const memory_limit = options.page_store_memory_bytes ?? 16 * 1024 * 1024;
-    const fs = new TarnFS({
-      pages,
-      wal,
+    const compute_options: ComputeOptions = {
       segment_size: config.segment_size,
-      wal_segments: segments,
+      checkpoint_wal_bytes: options.checkpoint_wal_bytes ?? 16 * 1024 * 1024,
+      checkpoint_idle_ms: options.checkpoint_idle_ms ?? 1000,
+      page_store_memory_bytes: options.page_store_memory_bytes ?? 16 * 1024 * 1024,
       page_cache_pages: options.page_cache_pages ?? 1024,
-      on_sync: async () => {
-        const flushed = await wal.flush();
-        if (pages.in_memory_bytes > memory_limit) await pages.flush(flushed);
+      read_only: false,
+    };
+    const tarn = new Tarn({ dir, lock, catalog, timelines, options: compute_options });
+    await tarn.#compute(MAIN);
+    return tarn;
+  }
+
+  /**
+   * A client on `branch` (default `main`), whose compute starts on first use. With `at` (an LSN or a time) or
+   * `readOnly`, a read-only client on the branch as it was then (time travel): writes fail with `ReadOnlyError`.
+   */
+  async connect(branch: string = MAIN, options: ConnectOptions = {}): Promise<TarnClient> {
+    this.#assertOpen();
+    if (options.at === undefined && !options.readOnly) return (await this.#compute(branch)).connect();
+    const known = this.#branch(branch);
+    const lsn = await this.#branchPoint(known, options.at);
+    const storage = await this.#timelines.ephemeral(known.timeline_id, lsn);
+    const compute = await Compute.start(storage, { ...this.#options, read_only: true });
+    this.#read_only.add(compute);
+    return compute.connect({
+      read_only_label: `branch "${branch}" at ${formatLsn(lsn)}`,
+      on_close: async () => {
+        this.#read_only.delete(compute);
+        await compute.stop();
+        await closeStorage(storage);
       },
     });
-    const pg = await startPostgres(fs);
-    // Persist what start-up wrote (pg_control "in production", the end-of-recovery checkpoint) before any commit,
-    // so that a crash from here on always recovers through the WAL written after it.
-    await pages.flush(await wal.flush());
-    const checkpointer = new Checkpointer({
-      pg,
-      pages,
-      wal,
-      checkpoint_wal_bytes: options.checkpoint_wal_bytes ?? 16 * 1024 * 1024,
-      idle_ms: options.checkpoint_idle_ms ?? 1000,
-    });
-    return new Tarn({ pg, fs, pages, wal, lock, checkpointer });
   }
 
-  /** A client on this database's session. */
-  connect(): Promise<TarnClient> {
-    if (this.#closed) return Promise.reject(new ClosedError("this Tarn database"));
-    const hooks: StatementHooks = { after: () => this.#checkpointer.afterStatement(this.#session) };
-    return Promise.resolve(new TarnClient(this.#pg, this.#session, hooks));
+  /** Makes branch `name` of `from` (default `main`) at `at` (default its head). Writes metadata only. */
+  async createBranch(name: string, start: BranchStart = {}): Promise<BranchInfo> {
+    this.#assertOpen();
+    return this.#info(await this.#createBranch(name, start, false));
   }
 
-  /** Figures for benchmarks and status: WAL positions, page store and cache sizes. */
-  stats(): { wal_end_lsn: bigint; wal_flush_lsn: bigint; page_store_memory_bytes: number; cache_hits: number } {
-    return {
-      wal_end_lsn: this.#wal.end_lsn,
-      wal_flush_lsn: this.#wal.flush_lsn,
-      page_store_memory_bytes: this.#pages.in_memory_bytes,
-      cache_hits: this.#fs.cache.stats.hits,
+  async #createBranch(name: string, start: BranchStart, ephemeral: boolean): Promise<Branch> {
+    if (!BRANCH_NAME.test(name)) {
+      throw new BranchRuleError(`"${name}" is not a branch name: use letters, digits, ".", "_" and "-" (1-63)`);
+    }
+    if (this.#catalog.get(name) !== undefined) throw new BranchExistsError(name);
+    const parent = this.#branch(start.from ?? MAIN);
+    const branch_lsn = await this.#branchPoint(parent, start.at);
+    const branch: Branch = {
+      name,
+      timeline_id: newTimelineId(),
+      parent_timeline_id: parent.timeline_id,
+      branch_lsn,
+      created_at: new Date(),
+      protected: false,
+      ephemeral,
     };
+    await this.#catalog.put(branch);
+    return branch;
   }
 
-  /** Shuts Postgres down cleanly, persists everything and releases the directory. */
+  /** Every branch: name, timeline, parent, branch point, creation time, protection. */
+  branches(): BranchInfo[] {
+    this.#assertOpen();
+    return this.#catalog.list().filter((b) => !b.ephemeral).map((b) => this.#info(b));
+  }
+
+  /**
+   * Deletes a branch and frees its storage. Refuses `main`, a protected branch, and a branch with children unless
+   * `recursive` (then its descendants go too).
+   */
+  async deleteBranch(name: string, options: { recursive?: boolean } = {}): Promise<void> {
+    this.#assertOpen();
+    const branch = this.#branch(name);
+    if (name === MAIN) throw new BranchRuleError(`"main" is the root branch and cannot be deleted`);
+    const doomed = this.#descendants(branch);
+    if (doomed.length > 1 && !options.recursive) {
+      const names = doomed.slice(1).map((b) => b.name).join(", ");
+      throw new BranchRuleError(`branch "${name}" has children (${names}): delete them first, or pass recursive`);
+    }
+    const guarded = doomed.find((b) => b.protected);
+    if (guarded !== undefined) {
+      throw new BranchRuleError(`branch "${guarded.name}" is protected: protectBranch("${guarded.name}", false) first`);
+    }
+    for (const victim of doomed.reverse()) {
+      await this.#stopCompute(victim.name);
+      await this.#catalog.remove(victim.name);
+      await this.#timelines.remove(victim.timeline_id);
+    }
+  }
+
+  /** Points a branch at its parent's head again: its own changes are discarded and its storage freed. */
+  async resetBranch(name: string): Promise<BranchInfo> {
+    this.#assertOpen();
+    const branch = this.#branch(name);
+    if (branch.parent_timeline_id === undefined) throw new BranchRuleError(`"main" has no parent to reset to`);
+    if (branch.protected) throw new BranchRuleError(`branch "${name}" is protected: unprotect it first`);
+    if (this.#catalog.children(branch.timeline_id).length > 0) {
+      throw new BranchRuleError(`branch "${name}" has children that read its history: delete them first`);
+    }
+    const parent = this.#catalog.byTimeline(branch.parent_timeline_id)!;
+    await this.#stopCompute(name);
+    const branch_lsn = await this.#branchPoint(parent, undefined);
+    const reset: Branch = { ...branch, timeline_id: newTimelineId(), branch_lsn, created_at: new Date() };
+    await this.#catalog.put(reset);
+    await this.#timelines.remove(branch.timeline_id);
+    return this.#info(reset);
+  }
+
+  /** Protects a branch from deletion and reset (or lifts the protection). */
+  async protectBranch(name: string, on: boolean): Promise<void> {
+    this.#assertOpen();
+    await this.#catalog.put({ ...this.#branch(name), protected: on });
+  }
+
+  /**
+   * An ephemeral branch of `from` (default `main`) at `at` (default its head) and a client on it; `close()` or
+   * `await using` deletes the branch. Forks of one database may run side by side.
+   */
+  async fork(start: BranchStart = {}): Promise<Fork> {
+    this.#assertOpen();
+    const name = `fork-${newTimelineId().slice(0, 12)}`;
+    const branch = await this.#createBranch(name, start, true);
+    const compute = await this.#compute(name);
+    const client = compute.connect({
+      on_close: async () => {
+        if (!this.#closed) await this.deleteBranch(branch.name, { recursive: true });
+      },
+    });
+    return Object.assign(client, { branch: name });
+  }
+
+  /** Bytes a branch's own storage takes on disk (its layers and WAL; what deleting it frees). */
+  async branchDiskBytes(name: string): Promise<number> {
+    return await this.#timelines.diskBytes(this.#branch(name).timeline_id);
+  }
+
+  /** Shuts every compute down cleanly, persists everything and releases the directory. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#checkpointer.stop();
-    await this.#session.run(async () => {
-      await this.#pg.close();
-      await this.#pages.flush(await this.#wal.flush());
-      await this.#wal.close();
-      await this.#pages.close();
-    });
+    for (const compute of this.#read_only) await compute.stop();
+    for (const name of [...this.#computes.keys()]) await this.#stopCompute(name);
+    const forks = this.#catalog.list().filter((b) => b.ephemeral);
+    for (const fork of forks) await this.#timelines.remove(fork.timeline_id);
+    if (forks.length > 0) await this.#catalog.remove(...forks.map((b) => b.name));
+    await this.#timelines.closeAll();
     await this.#lock?.release();
   }
 
-  /** `await using db = await Tarn.open(dir)` closes it at the end of the scope. */
+  /** `await using tarn = await Tarn.open(dir)` closes it at the end of the scope. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.close();
   }
+
+  #compute(name: string): Promise<Compute> {
+    let compute = this.#computes.get(name);
+    if (compute === undefined) {
+      const branch = this.#branch(name);
+      compute = this.#timelines.open(branch.timeline_id).then((storage) => Compute.start(storage, this.#options));
+      this.#computes.set(name, compute);
+      compute.catch(() => this.#computes.delete(name));
+    }
+    return compute;
+  }
+
+  async #stopCompute(name: string): Promise<void> {
+    const compute = this.#computes.get(name);
+    if (compute === undefined) return;
+    this.#computes.delete(name);
+    await (await compute).stop();
+  }
+
+  async #branchPoint(branch: Branch, at: BranchAt | undefined): Promise<Lsn> {
+    const storage = await this.#timelines.open(branch.timeline_id);
+    const compute = this.#computes.get(branch.name);
+    const head = compute === undefined ? storage.wal.flush_lsn : await (await compute).headLsn();
+    return resolveBranchPoint(branch.name, storage.wal, head, at);
+  }
+
+  #branch(name: string): Branch {
+    const branch = this.#catalog.get(name);
+    if (branch === undefined) throw new BranchNotFoundError(name, this.branches().map((b) => b.name));
+    return branch;
+  }
+
+  #descendants(branch: Branch): Branch[] {
+    const out = [branch];
+    for (let i = 0; i < out.length; i++) out.push(...this.#catalog.children(out[i].timeline_id));
+    return out;
+  }
+
+  #info(branch: Branch): BranchInfo {
+    const parent = branch.parent_timeline_id === undefined
+      ? undefined
+      : this.#catalog.byTimeline(branch.parent_timeline_id)?.name;
+    return {
+      name: branch.name,
+      timeline_id: branch.timeline_id,
+      parent,
+      branch_lsn: formatLsn(branch.branch_lsn),
+      created_at: branch.created_at,
+      protected: branch.protected,
+    };
+  }
+
+  #assertOpen(): void {
+    if (this.#closed) throw new ClosedError(`the Tarn database${this.#dir === undefined ? "" : " in " + this.#dir}`);
+  }
 }
 
-/** Where a timeline's layers and WAL live; undefined in memory. */
-function timelineDir(dir: string | undefined, timeline_id: string): string | undefined {
-  return dir === undefined ? undefined : `${dir}/timelines/${timeline_id}`;
-}
-
-/** A directory without `tarn.json` may hold a creation that crashed half way: start it again from nothing. */
-async function removeUnfinishedCreation(dir: string): Promise<void> {
-  for (const leftover of ["wal", "timelines"]) {
-    await Deno.remove(`${dir}/${leftover}`, { recursive: true }).catch((error) => {
-      if (!(error instanceof Deno.errors.NotFound)) throw error;
-    });
+/**
+ * Removes what a crash left half made: every timeline directory no branch names (a branch creation that never
+ * reached the catalog, a deleted branch whose files were not all removed, or a creation of the database itself).
+ */
+async function removeUnfinished(dir: string, keep: string[]): Promise<void> {
+  const timelines = `${dir}/timelines`;
+  try {
+    for await (const entry of Deno.readDir(timelines)) {
+      if (!keep.includes(entry.name)) await Deno.remove(`${timelines}/${entry.name}`, { recursive: true });
+    }
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
 }

@@ -1,22 +1,21 @@
 /**
  * Tarn's checkpoint policy. PGlite runs single-user Postgres, which never checkpoints by itself: Tarn issues
- * CHECKPOINT after a volume of WAL and when idle, then persists the pages and lets the WAL log drop what
- * recovery no longer needs.
+ * CHECKPOINT after a volume of WAL and when idle, then persists the pages, so that a restart or a branch replays
+ * little WAL. The WAL itself is kept: branches at past LSNs need it.
  *
  * @module
  */
 import type { PGlite } from "@electric-sql/pglite";
 import type { SessionLock } from "../client.ts";
 import type { Lsn } from "../lsn.ts";
-import type { WalLog } from "../replication/wal_log.ts";
+import type { WalSink, WalSource } from "../replication/wal_api.ts";
 import type { PageStore } from "../storage/page_store.ts";
-import { parseControlFile } from "./pg_control.ts";
 
 /** What the checkpointer drives. */
 export type CheckpointerOptions = {
   pg: PGlite;
   pages: PageStore;
-  wal: WalLog;
+  wal: WalSink & WalSource;
   /** Checkpoint once this much WAL was written since the last one. */
   checkpoint_wal_bytes: number;
   /** Checkpoint after this long without statements, if WAL was written. */
@@ -50,15 +49,13 @@ export class Checkpointer {
     this.#idle_timer = timer;
   }
 
-  /** CHECKPOINT now, persist the pages, and retain WAL only from the durable checkpoint's redo point. */
+  /** CHECKPOINT now and persist the pages it wrote. */
   async checkpoint(): Promise<void> {
     if (this.#stopped) return;
     const { pg, pages, wal } = this.#options;
     await pg.exec("CHECKPOINT");
     this.#last_checkpoint_lsn = wal.end_lsn;
     await pages.flush(await wal.flush());
-    const control = pages.getPage("global/pg_control", 0, pages.disk_consistent_lsn);
-    if (control !== undefined) wal.retainFrom(parseControlFile(control).redo_lsn);
   }
 
   /** Stops timers; no checkpoint starts after this. */

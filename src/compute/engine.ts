@@ -18,8 +18,8 @@ export const TARN_SETTINGS: readonly string[] = [
 ];
 
 /** PGlite's start parameters plus {@linkcode TARN_SETTINGS}. */
-export function startParams(): string[] {
-  return [...PGlite.defaultStartParams, ...TARN_SETTINGS.flatMap((setting) => ["-c", setting])];
+export function startParams(extra_settings: readonly string[] = []): string[] {
+  return [...PGlite.defaultStartParams, ...[...TARN_SETTINGS, ...extra_settings].flatMap((setting) => ["-c", setting])];
 }
 
 type Artifacts = { module: WebAssembly.Module; bundle: Blob };
@@ -50,10 +50,10 @@ export class ComputeStartError extends Error {
 const LOG_TAIL_LINES = 40;
 
 /**
- * Starts PostgreSQL on `fs`: recovery runs if the files and WAL it finds say so. Postgres's log goes to stderr
+ * Starts PostgreSQL on `fs` with `extra_settings` (`name=value`): recovery runs if the files and WAL it finds say so. Postgres's log goes to stderr
  * when `TARN_PG_LOG` is set; its tail is kept for the error when start fails.
  */
-export async function startPostgres(fs: TarnFS): Promise<PGlite> {
+export async function startPostgres(fs: TarnFS, extra_settings: readonly string[] = []): Promise<PGlite> {
   const { module, bundle } = await loadArtifacts();
   const echo = Deno.env.get("TARN_PG_LOG") !== undefined;
   const log_tail: string[] = [];

@@ -1,0 +1,86 @@
+/**
+ * Branch points: an LSN is rounded down to a WAL record boundary, and a time resolves to the end of the last
+ * commit at or before it, so that a branch always starts where recovery can stop exactly.
+ *
+ * @module
+ */
+import { LsnOutOfRangeError } from "../errors.ts";
+import { formatLsn, type Lsn, parseLsn } from "../lsn.ts";
+import type { WalSource } from "./wal_api.ts";
+import { firstRecordInPage, WalDecoder } from "./wal_decoder.ts";
+
+const WAL_PAGE_BYTES = 8192n;
+/** How far back to look for a page where a record starts: records here are far shorter than this. */
+const MAX_PAGES_BACK = 8192;
+/** A bound on records walked in one resolution (about 1 GB of WAL). */
+const MAX_RECORDS = 20_000_000;
+
+/** The greatest record boundary <= `lsn` (the start of a record, or the end of the WAL). */
+export function lastRecordBoundary(source: WalSource, lsn: Lsn): Lsn {
+  let page = lsn - lsn % WAL_PAGE_BYTES;
+  for (let back = 0; back < MAX_PAGES_BACK && page >= source.start_lsn - source.start_lsn % WAL_PAGE_BYTES; back++) {
+    const first = firstRecordInPage(source, page);
+    if (first <= lsn) return walkTo(source, first, lsn);
+    page -= WAL_PAGE_BYTES;
+  }
+  return walkTo(source, firstRecordInPage(source, source.start_lsn - source.start_lsn % WAL_PAGE_BYTES), lsn);
+}
+
+function walkTo(source: WalSource, boundary: Lsn, lsn: Lsn): Lsn {
+  const decoder = new WalDecoder(source, boundary);
+  let at = decoder.lsn;
+  for (let i = 0; i < MAX_RECORDS; i++) {
+    const record = decoder.next();
+    if (!("next_lsn" in record) || record.next_lsn > lsn) return at;
+    at = record.next_lsn;
+  }
+  return at;
+}
+
+/** The end of the last commit at or before `time` in [start of `source`, `end_lsn`); undefined if none. */
+export function lsnAtTime(source: WalSource, time: Date, end_lsn: Lsn): Lsn | undefined {
+  const start = source.start_lsn - source.start_lsn % WAL_PAGE_BYTES;
+  const decoder = new WalDecoder(source, firstRecordInPage(source, start));
+  let found: Lsn | undefined;
+  for (let i = 0; i < MAX_RECORDS; i++) {
+    const record = decoder.next();
+    if (!("next_lsn" in record) || record.next_lsn > end_lsn) break;
+    if (record.commit_time !== undefined) {
+      if (record.commit_time.getTime() > time.getTime()) break;
+      found = record.next_lsn;
+    }
+  }
+  return found;
+}
+
+/** A branch point as users give it: an LSN (bigint or `0/17CC6C8`) or a time. */
+export type BranchAt = bigint | string | Date;
+
+/**
+ * Resolves `at` on a branch whose WAL ends at `head_lsn` to an exact record boundary; no `at` means the head.
+ * Throws {@linkcode LsnOutOfRangeError} for a point beyond the head or before the history held.
+ */
+export function resolveBranchPoint(branch: string, source: WalSource, head_lsn: Lsn, at: BranchAt | undefined): Lsn {
+  if (at === undefined) return lastRecordBoundary(source, head_lsn);
+  if (at instanceof Date) {
+    const lsn = lsnAtTime(source, at, head_lsn);
+    if (lsn === undefined) {
+      throw new LsnOutOfRangeError(
+        `branch "${branch}" has no commit at or before ${at.toISOString()}: pick a later time or an LSN`,
+      );
+    }
+    return lsn;
+  }
+  const lsn = typeof at === "string" ? parseLsn(at) : at;
+  if (lsn > head_lsn) {
+    throw new LsnOutOfRangeError(
+      `LSN ${formatLsn(lsn)} is beyond the head of branch "${branch}" (${formatLsn(head_lsn)}): pick an earlier one`,
+    );
+  }
+  if (lsn < source.start_lsn) {
+    throw new LsnOutOfRangeError(
+      `LSN ${formatLsn(lsn)} is before the history branch "${branch}" holds (from ${formatLsn(source.start_lsn)})`,
+    );
+  }
+  return lastRecordBoundary(source, lsn);
+}

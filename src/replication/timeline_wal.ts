@@ -1,0 +1,86 @@
+/**
+ * A timeline's WAL: its own log from the branch point on, and its ancestor's WAL before it. A branch copies no
+ * WAL: recovery of a new branch reads the ancestor's WAL from the checkpoint before the branch point.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { formatLsn, type Lsn } from "../lsn.ts";
+import type { WalSink, WalSource } from "./wal_api.ts";
+import type { WalLog } from "./wal_log.ts";
+
+/** The WAL of one timeline, as its compute and its children see it. */
+export class TimelineWal implements WalSink, WalSource {
+  readonly #own: WalLog;
+  readonly #ancestor: WalSource | undefined;
+  readonly #branch_lsn: Lsn;
+
+  /**
+   * @param own the timeline's own log (empty until its compute writes)
+   * @param ancestor the parent timeline's WAL, read below `branch_lsn`; undefined for a root timeline
+   * @param branch_lsn where this timeline branched off (0 for a root)
+   */
+  constructor(own: WalLog, ancestor: WalSource | undefined, branch_lsn: Lsn) {
+    assert(ancestor !== undefined || branch_lsn === 0n, "a root timeline has no branch point");
+    this.#own = own;
+    this.#ancestor = ancestor;
+    this.#branch_lsn = branch_lsn;
+  }
+
+  /** The timeline's own log. */
+  get own(): WalLog {
+    return this.#own;
+  }
+
+  /** The first LSN readable through this timeline. */
+  get start_lsn(): Lsn {
+    return this.#ancestor?.start_lsn ?? this.#own.start_lsn;
+  }
+
+  /** The end of the WAL: the branch point until the timeline writes its own. */
+  get end_lsn(): Lsn {
+    return this.#ownIsEmpty() ? this.#branch_lsn : this.#own.end_lsn;
+  }
+
+  /** The end of the durable WAL. */
+  get flush_lsn(): Lsn {
+    return this.#ownIsEmpty() || this.#own.flush_lsn === 0n ? this.#branch_lsn : this.#own.flush_lsn;
+  }
+
+  /** Appends to the timeline's own log; nothing below the branch point can change. */
+  append(lsn_start: Lsn, bytes: Uint8Array): void {
+    assert(
+      lsn_start >= this.#branch_lsn,
+      `WAL write at ${formatLsn(lsn_start)} is before the branch point ${formatLsn(this.#branch_lsn)}`,
+    );
+    this.#own.append(lsn_start, bytes);
+  }
+
+  /** Makes the own log durable. */
+  async flush(): Promise<Lsn> {
+    const flushed = await this.#own.flush();
+    return flushed === 0n ? this.#branch_lsn : flushed;
+  }
+
+  /** WAL bytes of [lsn_start, lsn_end), from the ancestor below the branch point and the own log from it. */
+  read(lsn_start: Lsn, lsn_end: Lsn): Uint8Array {
+    const out = new Uint8Array(Number(lsn_end - lsn_start));
+    const split = lsn_end < this.#branch_lsn ? lsn_end : this.#branch_lsn;
+    if (this.#ancestor !== undefined && lsn_start < split) out.set(this.#ancestor.read(lsn_start, split), 0);
+    const own_start = lsn_start > this.#branch_lsn ? lsn_start : this.#branch_lsn;
+    if (own_start < lsn_end && !this.#ownIsEmpty()) {
+      const from = own_start > this.#own.start_lsn ? own_start : this.#own.start_lsn;
+      if (from < lsn_end) out.set(this.#own.read(from, lsn_end), Number(from - lsn_start));
+    }
+    return out;
+  }
+
+  /** The own log may drop WAL before `lsn`; an ancestor keeps what its children need. */
+  retainFrom(lsn: Lsn): void {
+    if (lsn > this.#branch_lsn && !this.#ownIsEmpty()) this.#own.retainFrom(lsn);
+  }
+
+  #ownIsEmpty(): boolean {
+    return this.#own.end_lsn === 0n;
+  }
+}

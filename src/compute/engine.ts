@@ -68,7 +68,7 @@ export async function startPostgres(fs: TarnFS, extra_settings: readonly string[
       fs,
       pgliteWasmModule: module,
       fsBundle: bundle,
-      startParams: startParams(),
+      startParams: startParams(extra_settings),
       onStderr,
     });
   } catch (error) {

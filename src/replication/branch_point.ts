@@ -37,6 +37,18 @@ function walkTo(source: WalSource, boundary: Lsn, lsn: Lsn): Lsn {
   return at;
 }
 
+/**
+ * The end of the last whole record of WAL whose stored bytes end at `end_lsn`. The log does not store a record's
+ * trailing zeros, so the last record may end a few bytes past `end_lsn`; its CRC says it is whole.
+ */
+export function walHead(source: WalSource, end_lsn: Lsn): Lsn {
+  const decoder = new WalDecoder(source, lastRecordBoundary(source, end_lsn));
+  for (let i = 0; i < MAX_RECORDS; i++) {
+    if (!("next_lsn" in decoder.next())) break;
+  }
+  return decoder.lsn;
+}
+
 /** The end of the last commit at or before `time` in [start of `source`, `end_lsn`); undefined if none. */
 export function lsnAtTime(source: WalSource, time: Date, end_lsn: Lsn): Lsn | undefined {
   const start = source.start_lsn - source.start_lsn % WAL_PAGE_BYTES;
@@ -57,11 +69,12 @@ export function lsnAtTime(source: WalSource, time: Date, end_lsn: Lsn): Lsn | un
 export type BranchAt = bigint | string | Date;
 
 /**
- * Resolves `at` on a branch whose WAL ends at `head_lsn` to an exact record boundary; no `at` means the head.
+ * Resolves `at` on a branch whose stored WAL ends at `end_lsn` to an exact record boundary; no `at` means the head.
  * Throws {@linkcode LsnOutOfRangeError} for a point beyond the head or before the history held.
  */
-export function resolveBranchPoint(branch: string, source: WalSource, head_lsn: Lsn, at: BranchAt | undefined): Lsn {
-  if (at === undefined) return lastRecordBoundary(source, head_lsn);
+export function resolveBranchPoint(branch: string, source: WalSource, end_lsn: Lsn, at: BranchAt | undefined): Lsn {
+  const head_lsn = walHead(source, end_lsn);
+  if (at === undefined) return head_lsn;
   if (at instanceof Date) {
     const lsn = lsnAtTime(source, at, head_lsn);
     if (lsn === undefined) {

@@ -66,6 +66,7 @@ export class Tarn {
   readonly #options: ComputeOptions;
   readonly #computes = new Map<string, Promise<Compute>>();
   readonly #read_only = new Set<Compute>();
+  readonly #clients = new Map<string, number>();
   #closed = false;
 
   private constructor(
@@ -135,12 +136,17 @@ export class Tarn {
   }
 
   /**
-   * A client on `branch` (default `main`), whose compute starts on first use. With `at` (an LSN or a time) or
+   * A client on `branch` (default `main`), whose compute starts on first use and, for other branches than `main`,
+   * stops when its last client closes. With `at` (an LSN or a time) or
    * `readOnly`, a read-only client on the branch as it was then (time travel): writes fail with `ReadOnlyError`.
    */
   async connect(branch: string = MAIN, options: ConnectOptions = {}): Promise<TarnClient> {
     this.#assertOpen();
-    if (options.at === undefined && !options.readOnly) return (await this.#compute(branch)).connect();
+    if (options.at === undefined && !options.readOnly) {
+      const compute = await this.#compute(branch);
+      this.#clients.set(branch, (this.#clients.get(branch) ?? 0) + 1);
+      return compute.connect({ on_close: () => this.#release(branch) });
+    }
     const known = this.#branch(branch);
     const lsn = await this.#branchPoint(known, options.at);
     const storage = await this.#timelines.ephemeral(known.timeline_id, lsn);
@@ -285,6 +291,13 @@ export class Tarn {
       compute.catch(() => this.#computes.delete(name));
     }
     return compute;
+  }
+
+  /** A branch other than `main` whose last client closed stops its compute: memory comes back at once. */
+  async #release(name: string): Promise<void> {
+    const left = (this.#clients.get(name) ?? 1) - 1;
+    this.#clients.set(name, left);
+    if (left === 0 && name !== MAIN && !this.#closed) await this.#stopCompute(name);
   }
 
   async #stopCompute(name: string): Promise<void> {

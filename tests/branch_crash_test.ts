@@ -1,0 +1,61 @@
+import { deepStrictEqual, ok } from "node:assert/strict";
+import { Tarn } from "../mod.ts";
+
+const WORKER = new URL("./fixtures/branch_worker.ts", import.meta.url).pathname;
+
+async function runAndKill(dir: string, run: number, kill_after_ms: number): Promise<string[]> {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", WORKER, dir, String(run)],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const timer = setTimeout(() => child.kill("SIGKILL"), kill_after_ms);
+  const output = await child.output();
+  clearTimeout(timer);
+  ok(output.signal === "SIGKILL", `worker ended by itself: ${new TextDecoder().decode(output.stderr)}`);
+  const lines = new TextDecoder().decode(output.stdout).split("\n");
+  lines.pop(); // a line cut by the kill does not count
+  return lines;
+}
+
+Deno.test({
+  name: "branch crash: SIGKILL during branch creation and deletion leaves whole branches and no orphans",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const dir = await Deno.makeTempDir({ prefix: "tarn-branch-crash-" });
+    try {
+      const created = new Set<string>();
+      const deleted = new Set<string>();
+      for (let run = 1; run <= 6; run++) {
+        const lines = await runAndKill(dir, run, run === 1 ? 6000 : 900 + Math.floor(Math.random() * 900));
+        for (const line of lines) {
+          if (line.startsWith("created ")) created.add(line.slice(8));
+          if (line.startsWith("deleted ")) deleted.add(line.slice(8));
+        }
+      }
+      await using tarn = await Tarn.open(dir);
+      const names = new Set(tarn.branches().map((b) => b.name));
+      for (const name of created) if (!deleted.has(name)) ok(names.has(name), `acknowledged branch ${name} lost`);
+      for (const name of deleted) ok(!names.has(name), `deleted branch ${name} came back`);
+      // A branch holds the row inserted just before it was made, and not the next one.
+      const survivors = [...created].filter((name) => !deleted.has(name));
+      for (const name of survivors.slice(-4)) {
+        const [run, i] = name.slice(1).split("-b").map(Number);
+        const db = await tarn.connect(name);
+        const { rows } = await db.query<{ id: number }>("select id from t where id in ($1, $2) order by id", [
+          run * 10_000 + i,
+          run * 10_000 + i + 1,
+        ]);
+        deepStrictEqual(rows.map((r) => r.id), [run * 10_000 + i], `branch ${name}`);
+        await db.close();
+      }
+      // A branch's directory appears when its compute first runs; no directory may belong to no branch.
+      const known = new Set(tarn.branches().map((b) => b.timeline_id));
+      const orphans = [...Deno.readDirSync(`${dir}/timelines`)].map((e) => e.name).filter((id) => !known.has(id));
+      deepStrictEqual(orphans, [], "orphan timeline directories");
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});

@@ -4,6 +4,7 @@
  *
  * @module
  */
+import { benchCreateBranch, benchFork, benchSuite } from "./branches.ts";
 import { benchOpen } from "./open_time.ts";
 import { benchTpcb } from "./tpcb.ts";
 
@@ -38,4 +39,24 @@ for (const r of open) {
 console.log(
   `open time ratio ${open[1].size_mb} MB / ${open[0].size_mb} MB: ` +
     `${f(open[1].open_ms_median / open[0].open_ms_median, 2)} (target <= 1.3)`,
+);
+
+console.log("\n## Branches");
+const creates = await benchCreateBranch(quick ? [10, 30] : [10, 200]);
+for (const c of creates) console.log(`createBranch at ${c.size_mb} MB: ${f(c.create_ms, 2)} ms (target < 10)`);
+console.log(
+  `createBranch ratio ${creates[1].size_mb} MB / ${creates[0].size_mb} MB: ` +
+    `${f(creates[1].create_ms / creates[0].create_ms, 2)} (target <= 1.5)`,
+);
+const fork = await benchFork(quick ? 5 : 10);
+console.log(
+  `fork() to first result: ${f(fork.fork_ms)} ms (target < 50); PGlite clone(): ${f(fork.clone_ms)} ms; ` +
+    `clone/fork ${f(fork.clone_ms / fork.fork_ms, 1)}x (target >= 25x)`,
+);
+console.log(`RSS per open fork: ${f(fork.rss_per_fork_mb)} MB (target <= 40)`);
+const suite = await benchSuite(quick ? 50 : 200);
+console.log(
+  `suite of ${quick ? 50 : 200} tests: fork per test ${f(suite.fork_suite_ms)} ms, shared database with ` +
+    `rollback ${f(suite.rollback_suite_ms)} ms, ratio ${f(suite.fork_suite_ms / suite.rollback_suite_ms, 2)} ` +
+    `(target <= 1.5)`,
 );

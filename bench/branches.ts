@@ -1,0 +1,119 @@
+/**
+ * Branch benchmarks: createBranch at two database sizes, fork() against PGlite's clone() on the same data, RSS per
+ * open fork, and a 200-test suite with a fork per test against one shared database rolled back after each test.
+ *
+ * @module
+ */
+import { PGlite } from "@electric-sql/pglite";
+import { Tarn } from "../mod.ts";
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+
+async function load(query: (sql: string, params?: unknown[]) => Promise<unknown>, size_mb: number): Promise<void> {
+  await query("create table big (id int primary key, pad text)");
+  const rows = Math.round(size_mb * 1024 * 1024 / 1000);
+  for (let start = 1; start <= rows; start += 10_000) {
+    await query("insert into big select g, repeat(md5(g::text), 28) from generate_series($1::int, $2::int) g", [
+      start,
+      Math.min(rows, start + 9_999),
+    ]);
+  }
+}
+
+/** createBranch time (median of 20) on a database of each size. */
+export async function benchCreateBranch(sizes_mb: number[]): Promise<{ size_mb: number; create_ms: number }[]> {
+  const out = [];
+  for (const size_mb of sizes_mb) {
+    const dir = await Deno.makeTempDir({ prefix: `tarn-bench-branch-${size_mb}-` });
+    try {
+      const tarn = await Tarn.open(dir);
+      const db = await tarn.connect();
+      await load((sql, params) => db.query(sql, params), size_mb);
+      const times = [];
+      for (let i = 0; i < 20; i++) {
+        const started = performance.now();
+        await tarn.createBranch(`b${i}`);
+        times.push(performance.now() - started);
+      }
+      await tarn.close();
+      out.push({ size_mb, create_ms: median(times) });
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  }
+  return out;
+}
+
+/** fork() + first query vs PGlite clone() + first query on the same data; RSS per live fork. */
+export async function benchFork(
+  size_mb: number,
+): Promise<{ fork_ms: number; clone_ms: number; rss_per_fork_mb: number }> {
+  const tarn = await Tarn.open();
+  const db = await tarn.connect();
+  await load((sql, params) => db.query(sql, params), size_mb);
+  const fork_times = [];
+  for (let i = 0; i < 10; i++) {
+    const started = performance.now();
+    const fork = await tarn.fork();
+    await fork.query("select count(*) from big where id < 10");
+    fork_times.push(performance.now() - started);
+    await fork.close();
+  }
+  const rss_before = Deno.memoryUsage().rss;
+  const live = [];
+  for (let i = 0; i < 5; i++) {
+    const fork = await tarn.fork();
+    await fork.query("select count(*) from big where id < 10");
+    live.push(fork);
+  }
+  const rss_per_fork_mb = (Deno.memoryUsage().rss - rss_before) / 5 / 1024 / 1024;
+  for (const fork of live) await fork.close();
+  await tarn.close();
+
+  const pg = await PGlite.create();
+  await load((sql, params) => pg.query(sql, params), size_mb);
+  const clone_times = [];
+  for (let i = 0; i < 3; i++) {
+    const started = performance.now();
+    const clone = await pg.clone();
+    await clone.query("select count(*) from big where id < 10");
+    clone_times.push(performance.now() - started);
+    await clone.close();
+  }
+  await pg.close();
+  return { fork_ms: median(fork_times), clone_ms: median(clone_times), rss_per_fork_mb };
+}
+
+async function testBody(db: { query(sql: string, params?: unknown[]): Promise<unknown> }, i: number): Promise<void> {
+  await db.query("insert into users (email) values ($1)", [`new${i}@example.com`]);
+  await db.query("update orders set total = total + 1 where user_id = $1", [1 + i % 100]);
+  await db.query("select count(*) from orders join users on users.id = orders.user_id where users.id = $1", [i % 100]);
+}
+
+const SCHEMA = `
+  create table users (id serial primary key, email text unique not null);
+  create table orders (id serial primary key, user_id int not null references users, total numeric not null);
+  insert into users (email) select 'user' || g || '@example.com' from generate_series(1, 100) g;
+  insert into orders (user_id, total) select 1 + g % 100, g from generate_series(1, 1000) g;`;
+
+/** 200 tests, each on its own fork, vs the same 200 on one shared database with a rollback after each. */
+export async function benchSuite(tests: number): Promise<{ fork_suite_ms: number; rollback_suite_ms: number }> {
+  const tarn = await Tarn.open();
+  const main = await tarn.connect();
+  await main.exec(SCHEMA);
+  let started = performance.now();
+  for (let i = 0; i < tests; i++) {
+    await using db = await tarn.fork();
+    await testBody(db, i);
+  }
+  const fork_suite_ms = performance.now() - started;
+  started = performance.now();
+  for (let i = 0; i < tests; i++) {
+    await main.query("begin");
+    await testBody(main, i);
+    await main.query("rollback");
+  }
+  const rollback_suite_ms = performance.now() - started;
+  await tarn.close();
+  return { fork_suite_ms, rollback_suite_ms };
+}

@@ -1,22 +1,8 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { Tarn } from "../mod.ts";
+import { runAndKill } from "./fixtures/kill_child.ts";
 
 const WORKER = new URL("./fixtures/branch_worker.ts", import.meta.url).pathname;
-
-async function runAndKill(dir: string, run: number, kill_after_ms: number): Promise<string[]> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", WORKER, dir, String(run)],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), kill_after_ms);
-  const output = await child.output();
-  clearTimeout(timer);
-  ok(output.signal === "SIGKILL", `worker ended by itself: ${new TextDecoder().decode(output.stderr)}`);
-  const lines = new TextDecoder().decode(output.stdout).split("\n");
-  lines.pop(); // a line cut by the kill does not count
-  return lines;
-}
 
 Deno.test({
   name: "branch crash: SIGKILL during branch creation and deletion leaves whole branches and no orphans",
@@ -28,7 +14,7 @@ Deno.test({
       const created = new Set<string>();
       const deleted = new Set<string>();
       for (let run = 1; run <= 6; run++) {
-        const lines = await runAndKill(dir, run, run === 1 ? 6000 : 900 + Math.floor(Math.random() * 900));
+        const lines = await runAndKill(WORKER, [dir, String(run)], { after_ready_ms: Math.floor(Math.random() * 900) });
         for (const line of lines) {
           if (line.startsWith("created ")) created.add(line.slice(8));
           if (line.startsWith("deleted ")) deleted.add(line.slice(8));

@@ -1,27 +1,10 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import { Tarn } from "../mod.ts";
 import { ACCOUNTS, INITIAL_BALANCE } from "./fixtures/bank_worker.ts";
+import { runAndKill } from "./fixtures/kill_child.ts";
 
 const WORKER = new URL("./fixtures/bank_worker.ts", import.meta.url).pathname;
 const KILLS = 20;
-
-/** Runs the worker until a random moment, SIGKILLs it, and returns the transfer ids it saw acknowledged. */
-async function runAndKill(dir: string, seed: number, kill_after_ms: number): Promise<number[]> {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", WORKER, dir, String(seed)],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => child.kill("SIGKILL"), kill_after_ms);
-  const [output, status] = await Promise.all([child.output(), child.status]);
-  clearTimeout(timer);
-  const stderr = new TextDecoder().decode(output.stderr);
-  ok(status.signal === "SIGKILL", `worker ended by itself (code ${status.code}): ${stderr}`);
-  const lines = new TextDecoder().decode(output.stdout).split("\n");
-  // The last line may be cut by the kill: only whole lines count as acknowledged.
-  lines.pop();
-  return lines.filter((line) => line.startsWith("ack ")).map((line) => Number(line.slice(4)));
-}
 
 Deno.test({
   name: "crash: SIGKILL at random moments loses no acknowledged transfer and keeps the sum",
@@ -31,10 +14,13 @@ Deno.test({
     const dir = await Deno.makeTempDir({ prefix: "tarn-crash-" });
     try {
       const acked = new Set<number>();
-      // The first run creates the database (initdb in the child): give it time before killing.
-      for (const id of await runAndKill(dir, 1, 6000)) acked.add(id);
-      for (let run = 2; run <= KILLS; run++) {
-        for (const id of await runAndKill(dir, run, 400 + Math.floor(Math.random() * 1400))) acked.add(id);
+      for (let run = 1; run <= KILLS; run++) {
+        // Odd runs die at any moment from spawn (start-up and recovery included), even ones while transferring.
+        const at = run % 2 === 1 && run > 1
+          ? { after_spawn_ms: 200 + Math.floor(Math.random() * 1500) }
+          : { after_ready_ms: Math.floor(Math.random() * 800) };
+        const lines = await runAndKill(WORKER, [dir, String(run)], at);
+        for (const line of lines) if (line.startsWith("ack ")) acked.add(Number(line.slice(4)));
       }
       ok(acked.size > 0, "the workload acknowledged no transfer");
       await using tarn = await Tarn.open(dir);

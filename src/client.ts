@@ -52,26 +52,26 @@ const READ_ONLY_SQL_TRANSACTION = "25006";
 
 /** A connection to a Tarn database. Statements are durable when their promise resolves. */
 export class TarnClient implements Queryable {
-  readonly #pg: PGlite;
+  readonly #backend: () => PGlite;
   readonly #lock: SessionLock;
   readonly #hooks: StatementHooks;
   #closed = false;
 
-  /** Made by `Tarn.connect()`. */
-  constructor(pg: PGlite, lock: SessionLock, hooks: StatementHooks) {
-    this.#pg = pg;
+  /** Made by `Tarn.connect()`; `backend` gives the compute's current Postgres (a rewind may replace it). */
+  constructor(backend: () => PGlite, lock: SessionLock, hooks: StatementHooks) {
+    this.#backend = backend;
     this.#lock = lock;
     this.#hooks = hooks;
   }
 
   /** Runs one statement with `$1`-style parameters. */
   query<T = Record<string, unknown>>(sql: string, params?: unknown[]): Promise<QueryResult<T>> {
-    return this.#locked(() => runQuery<T>(this.#pg, sql, params));
+    return this.#locked(() => runQuery<T>(this.#backend(), sql, params));
   }
 
   /** Runs one or more statements without parameters. */
   exec(sql: string): Promise<QueryResult[]> {
-    return this.#locked(() => runExec(this.#pg, sql));
+    return this.#locked(() => runExec(this.#backend(), sql));
   }
 
   /** Runs a tagged template as one statement with its values as parameters. */
@@ -85,20 +85,20 @@ export class TarnClient implements Queryable {
    */
   transaction<T>(fn: (tx: Queryable) => Promise<T>): Promise<T> {
     return this.#locked(async () => {
-      await this.#pg.exec("BEGIN");
+      await this.#backend().exec("BEGIN");
       const tx: Queryable = {
-        query: (sql, params) => runQuery(this.#pg, sql, params),
-        exec: (sql) => runExec(this.#pg, sql),
-        sql: (strings, ...values) => runQuery(this.#pg, templateText(strings), values),
+        query: (sql, params) => runQuery(this.#backend(), sql, params),
+        exec: (sql) => runExec(this.#backend(), sql),
+        sql: (strings, ...values) => runQuery(this.#backend(), templateText(strings), values),
       };
       let result: T;
       try {
         result = await fn(tx);
       } catch (error) {
-        await this.#pg.exec("ROLLBACK");
+        await this.#backend().exec("ROLLBACK");
         throw error;
       }
-      await this.#pg.exec("COMMIT");
+      await this.#backend().exec("COMMIT");
       return result;
     });
   }

@@ -6,7 +6,7 @@
  */
 import type { TarnClient } from "./client.ts";
 import { clusterTemplate, importTemplate } from "./compute/cluster_template.ts";
-import { Compute, type ComputeOptions } from "./compute/compute.ts";
+import { Compute, type ComputeOptions, type ComputeSnapshot } from "./compute/compute.ts";
 import { DirLock } from "./dir_lock.ts";
 import { BranchExistsError, BranchNotFoundError, BranchRuleError, ClosedError } from "./errors.ts";
 import { formatLsn, type Lsn } from "./lsn.ts";
@@ -54,6 +54,9 @@ export type ConnectOptions = { at?: BranchAt; readOnly?: boolean };
 /** A client on an ephemeral branch, deleted with it on `close()` or `await using`. */
 export type Fork = TarnClient & { readonly branch: string };
 
+/** A live fork: its compute and the snapshot it rewinds to. */
+type ForkRecord = { compute: Compute; snapshot: ComputeSnapshot };
+
 const MAIN = "main";
 const BRANCH_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
@@ -67,6 +70,7 @@ export class Tarn {
   readonly #computes = new Map<string, Promise<Compute>>();
   readonly #read_only = new Set<Compute>();
   readonly #clients = new Map<string, number>();
+  readonly #forks = new Map<TarnClient, ForkRecord>();
   #closed = false;
 
   private constructor(
@@ -118,8 +122,6 @@ export class Tarn {
       await pages.flush(await wal.flush());
       if (dir !== undefined) await writeTenantFile(dir, config);
     } else if (dir !== undefined) {
-      const forks = catalog.list().filter((b) => b.ephemeral);
-      if (forks.length > 0) await catalog.remove(...forks.map((b) => b.name));
       await removeUnfinished(dir, catalog.list().map((b) => b.timeline_id));
     }
     const compute_options: ComputeOptions = {
@@ -165,10 +167,10 @@ export class Tarn {
   /** Makes branch `name` of `from` (default `main`) at `at` (default its head). Writes metadata only. */
   async createBranch(name: string, start: BranchStart = {}): Promise<BranchInfo> {
     this.#assertOpen();
-    return this.#info(await this.#createBranch(name, start, false));
+    return this.#info(await this.#createBranch(name, start));
   }
 
-  async #createBranch(name: string, start: BranchStart, ephemeral: boolean): Promise<Branch> {
+  async #createBranch(name: string, start: BranchStart): Promise<Branch> {
     if (!BRANCH_NAME.test(name)) {
       throw new BranchRuleError(`"${name}" is not a branch name: use letters, digits, ".", "_" and "-" (1-63)`);
     }
@@ -182,7 +184,6 @@ export class Tarn {
       branch_lsn,
       created_at: new Date(),
       protected: false,
-      ephemeral,
     };
     await this.#catalog.put(branch);
     return branch;
@@ -191,7 +192,7 @@ export class Tarn {
   /** Every branch: name, timeline, parent, branch point, creation time, protection. */
   branches(): BranchInfo[] {
     this.#assertOpen();
-    return this.#catalog.list().filter((b) => !b.ephemeral).map((b) => this.#info(b));
+    return this.#catalog.list().map((b) => this.#info(b));
   }
 
   /**
@@ -243,20 +244,43 @@ export class Tarn {
   }
 
   /**
-   * An ephemeral branch of `from` (default `main`) at `at` (default its head) and a client on it; `close()` or
-   * `await using` deletes the branch. Forks of one database may run side by side.
+   * An ephemeral branch of `from` (default `main`) at `at` (default its head) and a client on it, kept in memory
+   * only; `close()` or `await using` drops it. Forks of one database may run side by side. A fork can be put back
+   * to the moment it was made with {@linkcode rewind}, in milliseconds.
    */
   async fork(start: BranchStart = {}): Promise<Fork> {
     this.#assertOpen();
-    const name = `fork-${newTimelineId().slice(0, 12)}`;
-    const branch = await this.#createBranch(name, start, true);
-    const compute = await this.#compute(name);
+    const parent = this.#branch(start.from ?? MAIN);
+    const branch_lsn = await this.#branchPoint(parent, start.at);
+    const storage = await this.#timelines.ephemeral(parent.timeline_id, branch_lsn);
+    const compute = await Compute.start(storage, this.#options);
+    const record: ForkRecord = { compute, snapshot: await compute.snapshot() };
     const client = compute.connect({
       on_close: async () => {
-        if (!this.#closed) await this.deleteBranch(branch.name, { recursive: true });
+        this.#forks.delete(client);
+        await compute.stop();
+        await closeStorage(storage);
       },
     });
-    return Object.assign(client, { branch: name });
+    this.#forks.set(client, record);
+    return Object.assign(client, { branch: `${parent.name}@${formatLsn(branch_lsn)}` });
+  }
+
+  /**
+   * Puts a fork back to the moment it was made: its writes are gone, its session is as new. In place (a few ms)
+   * when it is safe; otherwise Postgres restarts on the rewound storage and {@linkcode Tarn.lastRewindFallback}
+   * says why (a transaction left open, a library loaded since the fork).
+   */
+  async rewind(fork: Fork): Promise<void> {
+    this.#assertOpen();
+    const record = this.#forks.get(fork);
+    if (record === undefined) throw new BranchRuleError("rewind takes a fork made by fork() that is still open");
+    record.snapshot = await record.compute.rewind(record.snapshot);
+  }
+
+  /** Why the last rewind of `fork` restarted Postgres instead of rewinding in place; undefined if it did not. */
+  lastRewindFallback(fork: Fork): string | undefined {
+    return this.#forks.get(fork)?.compute.last_rewind_fallback;
   }
 
   /** Bytes a branch's own storage takes on disk (its layers and WAL; what deleting it frees). */
@@ -269,10 +293,8 @@ export class Tarn {
     if (this.#closed) return;
     this.#closed = true;
     for (const compute of this.#read_only) await compute.stop();
+    for (const fork of [...this.#forks.keys()]) await fork.close();
     for (const name of [...this.#computes.keys()]) await this.#stopCompute(name);
-    const forks = this.#catalog.list().filter((b) => b.ephemeral);
-    for (const fork of forks) await this.#timelines.remove(fork.timeline_id);
-    if (forks.length > 0) await this.#catalog.remove(...forks.map((b) => b.name));
     await this.#timelines.closeAll();
     await this.#lock?.release();
   }

@@ -66,7 +66,7 @@ export class Timelines {
       dir: dir === undefined ? undefined : `${dir}/timelines/${timeline_id}`,
       segment_size: this.#segment_size,
     });
-    return { pages, wal: new TimelineWal(own, parent?.wal, lineage.branch_lsn) };
+    return { pages, wal: new TimelineWal(own, parent?.wal, lineage.branch_lsn, this.#segment_size) };
   }
 
   /** Closes a timeline's stores (its compute must be stopped) and deletes its files. */

@@ -58,6 +58,12 @@ export class Checkpointer {
     await pages.flush(await wal.flush());
   }
 
+  /** Lets checkpoints run again after {@linkcode stop} (a rewound compute goes on). */
+  restart(): void {
+    this.#stopped = false;
+    this.#last_checkpoint_lsn = this.#options.wal.end_lsn;
+  }
+
   /** Stops timers; no checkpoint starts after this. */
   stop(): void {
     this.#stopped = true;

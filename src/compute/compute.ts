@@ -1,19 +1,21 @@
 /**
  * One compute: PostgreSQL (PGlite) on a {@linkcode TarnFS} over one timeline's page store and WAL, with its session
  * lock and checkpointer. It keeps no state of its own: stop it (or lose it) and a new one recovers the same data.
+ * A compute on memory-only storage (a fork) can also be rewound to a snapshot of itself in milliseconds.
  *
  * @module
  */
 import type { PGlite } from "@electric-sql/pglite";
 import { SessionLock, type StatementHooks, TarnClient } from "../client.ts";
 import { CorruptDataError } from "../errors.ts";
-import { formatLsn, LSN_MAX, segmentFileName, segmentOf } from "../lsn.ts";
+import { formatLsn, type Lsn, LSN_MAX, segmentFileName, segmentOf } from "../lsn.ts";
 import type { TimelineWal } from "../replication/timeline_wal.ts";
 import type { PageStore } from "../storage/page_store.ts";
 import { Checkpointer } from "./checkpointer.ts";
 import { startPostgres } from "./engine.ts";
 import { parseControlFile } from "./pg_control.ts";
-import { TarnFS } from "./tarn_fs.ts";
+import { TarnFS, type TarnFsState } from "./tarn_fs.ts";
+import type { WasmSnapshot } from "./wasm_snapshot.ts";
 
 /** A timeline's storage as a compute uses it. */
 export type TimelineStorage = { pages: PageStore; wal: TimelineWal };
@@ -34,20 +36,24 @@ export type ComputeOptions = {
   read_only: boolean;
 };
 
+/** A compute and its storage at one moment, for {@linkcode Compute.rewind}. */
+export type ComputeSnapshot = { wasm: WasmSnapshot; fs: TarnFsState; page_mark: number; wal_mark: Lsn };
+
 /** A running compute. */
 export class Compute {
-  readonly #pg: PGlite;
-  readonly #fs: TarnFS;
   readonly #storage: TimelineStorage;
+  readonly #options: ComputeOptions;
   readonly #session = new SessionLock();
-  readonly #checkpointer: Checkpointer | undefined;
+  #pg!: PGlite;
+  #fs!: TarnFS;
+  #checkpointer: Checkpointer | undefined;
   #stopped = false;
+  /** Why the last rewind restarted Postgres instead (undefined when it rewound in place). */
+  last_rewind_fallback: string | undefined;
 
-  private constructor(pg: PGlite, fs: TarnFS, storage: TimelineStorage, checkpointer: Checkpointer | undefined) {
-    this.#pg = pg;
-    this.#fs = fs;
+  private constructor(storage: TimelineStorage, options: ComputeOptions) {
     this.#storage = storage;
-    this.#checkpointer = checkpointer;
+    this.#options = options;
   }
 
   /**
@@ -55,7 +61,45 @@ export class Compute {
    * redo point to the end presented as `pg_wal/`; Postgres replays what it needs.
    */
   static async start(storage: TimelineStorage, options: ComputeOptions): Promise<Compute> {
-    const { pages, wal } = storage;
+    const compute = new Compute(storage, options);
+    await compute.#boot();
+    return compute;
+  }
+
+  async #boot(): Promise<void> {
+    const { pages, wal } = this.#storage;
+    const options = this.#options;
+    const fs = new TarnFS({
+      pages,
+      wal,
+      segment_size: options.segment_size,
+      wal_segments: this.#recoverySegments(),
+      page_cache_pages: options.page_cache_pages,
+      on_sync: async () => {
+        if (options.read_only) return;
+        const flushed = await wal.flush();
+        if (pages.in_memory_bytes > options.page_store_memory_bytes) await pages.flush(flushed);
+      },
+    });
+    const pg = await startPostgres(fs, options.read_only ? ["default_transaction_read_only=on"] : []);
+    this.#pg = pg;
+    this.#fs = fs;
+    if (options.read_only) return;
+    // Persist what start-up wrote (pg_control "in production", the end-of-recovery checkpoint) before any commit,
+    // so that a crash from here on always recovers through the WAL written after it.
+    await pages.flush(await wal.flush());
+    this.#checkpointer = new Checkpointer({
+      pg,
+      pages,
+      wal,
+      checkpoint_wal_bytes: options.checkpoint_wal_bytes,
+      idle_ms: options.checkpoint_idle_ms,
+    });
+  }
+
+  /** The WAL segments recovery reads: from the redo point of the newest checkpoint to the end. */
+  #recoverySegments(): string[] {
+    const { pages, wal } = this.#storage;
     const control_page = pages.getPage("global/pg_control", 0, LSN_MAX);
     if (control_page === undefined) throw new CorruptDataError(`timeline ${pages.timeline_id}`, "no pg_control");
     const control = parseControlFile(control_page);
@@ -65,42 +109,19 @@ export class Compute {
         `recovery needs WAL from ${formatLsn(control.redo_lsn)} but it starts at ${formatLsn(wal.start_lsn)}`,
       );
     }
+    const size = this.#options.segment_size;
     const segments = [];
-    const last = segmentOf(wal.end_lsn, options.segment_size);
-    for (let segno = segmentOf(control.redo_lsn, options.segment_size); segno <= last; segno++) {
-      segments.push(segmentFileName(1, segno, options.segment_size));
+    const last = segmentOf(wal.end_lsn, size);
+    for (let segno = segmentOf(control.redo_lsn, size); segno <= last; segno++) {
+      segments.push(segmentFileName(1, segno, size));
     }
-    const fs = new TarnFS({
-      pages,
-      wal,
-      segment_size: options.segment_size,
-      wal_segments: segments,
-      page_cache_pages: options.page_cache_pages,
-      on_sync: async () => {
-        if (options.read_only) return;
-        const flushed = await wal.flush();
-        if (pages.in_memory_bytes > options.page_store_memory_bytes) await pages.flush(flushed);
-      },
-    });
-    const pg = await startPostgres(fs, options.read_only ? ["default_transaction_read_only=on"] : []);
-    if (options.read_only) return new Compute(pg, fs, storage, undefined);
-    // Persist what start-up wrote (pg_control "in production", the end-of-recovery checkpoint) before any commit,
-    // so that a crash from here on always recovers through the WAL written after it.
-    await pages.flush(await wal.flush());
-    const checkpointer = new Checkpointer({
-      pg,
-      pages,
-      wal,
-      checkpoint_wal_bytes: options.checkpoint_wal_bytes,
-      idle_ms: options.checkpoint_idle_ms,
-    });
-    return new Compute(pg, fs, storage, checkpointer);
+    return segments;
   }
 
   /** A client on this compute's session; `extra` names a read-only connection and what its close does. */
   connect(extra: Omit<StatementHooks, "after"> = {}): TarnClient {
     const after = () => this.#checkpointer?.afterStatement(this.#session) ?? Promise.resolve();
-    return new TarnClient(this.#pg, this.#session, { ...extra, after });
+    return new TarnClient(() => this.#pg, this.#session, { ...extra, after });
   }
 
   /** The timeline's WAL end: where a branch made now starts. */
@@ -108,14 +129,48 @@ export class Compute {
     return await this.#session.run(() => this.#storage.wal.flush());
   }
 
-  /** Figures for benchmarks and status. */
-  stats(): { wal_end_lsn: bigint; wal_flush_lsn: bigint; page_store_memory_bytes: number; cache_hits: number } {
-    return {
-      wal_end_lsn: this.#storage.wal.end_lsn,
-      wal_flush_lsn: this.#storage.wal.flush_lsn,
-      page_store_memory_bytes: this.#storage.pages.in_memory_bytes,
-      cache_hits: this.#fs.cache.stats.hits,
-    };
+  /** Snapshots the idle compute and its (memory-only) storage. */
+  snapshot(): Promise<ComputeSnapshot> {
+    return this.#session.run(() => {
+      const { pages, wal } = this.#storage;
+      return Promise.resolve({
+        wasm: this.#fs.wasm.take(),
+        fs: this.#fs.saveState(),
+        page_mark: pages.mark(),
+        wal_mark: wal.mark(),
+      });
+    });
+  }
+
+  /**
+   * Puts the compute and its storage back to `snapshot`: in place when that is safe, else by restarting Postgres
+   * on the rewound storage (the reason is in {@linkcode last_rewind_fallback}). Resolves with a snapshot to use for
+   * the next rewind (the same one after an in-place rewind).
+   */
+  rewind(snapshot: ComputeSnapshot): Promise<ComputeSnapshot> {
+    return this.#session.run(async () => {
+      this.#checkpointer?.stop();
+      const reason = this.#pg.isInTransaction()
+        ? "a transaction is open"
+        : this.#fs.wasm.checkRewindable(snapshot.wasm);
+      const { pages, wal } = this.#storage;
+      if (reason === undefined) {
+        pages.rewindTo(snapshot.page_mark);
+        await wal.rewindTo(snapshot.wal_mark);
+        this.#fs.restoreState(snapshot.fs);
+        this.#fs.wasm.restore(snapshot.wasm);
+        this.#checkpointer?.restart();
+        this.last_rewind_fallback = undefined;
+        return snapshot;
+      }
+      this.last_rewind_fallback = reason;
+      await this.#pg.close();
+      pages.rewindTo(snapshot.page_mark);
+      await wal.rewindTo(snapshot.wal_mark);
+      await this.#boot();
+      const { pages: p, wal: w } = this.#storage;
+      return { wasm: this.#fs.wasm.take(), fs: this.#fs.saveState(), page_mark: p.mark(), wal_mark: w.mark() };
+    });
   }
 
   /** Shuts Postgres down cleanly after the running statement and persists what it wrote. */
@@ -125,7 +180,7 @@ export class Compute {
     this.#checkpointer?.stop();
     await this.#session.run(async () => {
       await this.#pg.close();
-      if (this.#checkpointer === undefined) return;
+      if (this.#options.read_only) return;
       await this.#storage.pages.flush(await this.#storage.wal.flush());
     });
   }

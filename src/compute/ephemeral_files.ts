@@ -50,6 +50,14 @@ export class EphemeralFile {
     this.size_bytes = Math.max(this.size_bytes, position + bytes.length);
   }
 
+  /** A copy that shares nothing with this file. */
+  clone(): EphemeralFile {
+    const copy = new EphemeralFile();
+    for (const [index, chunk] of this.#chunks) copy.#chunks.set(index, chunk.slice());
+    copy.size_bytes = this.size_bytes;
+    return copy;
+  }
+
   /** True when no byte of the file was ever written with a non-zero value (a hole-only file). */
   isAllZero(): boolean {
     for (const chunk of this.#chunks.values()) if (!chunk.every((b) => b === 0)) return false;

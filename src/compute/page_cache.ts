@@ -56,6 +56,11 @@ export class PageCache {
     }
   }
 
+  /** Drops every page (the storage under the cache was rewound). */
+  clear(): void {
+    this.#pages.clear();
+  }
+
   /** Pages held now. */
   get size_pages(): number {
     return this.#pages.size;

@@ -15,6 +15,7 @@ import { EphemeralFile } from "./ephemeral_files.ts";
 import { classifyFile, type FileClass, normalizePath } from "./file_class.ts";
 import { PageCache } from "./page_cache.ts";
 import { WalShipper } from "./wal_shipper.ts";
+import { WasmHandles } from "./wasm_snapshot.ts";
 
 const S_IFDIR = 0o040000;
 const S_IFREG = 0o100000;
@@ -46,6 +47,9 @@ class FsError extends Error {
 
 type OpenFile = { path: string; file_class: FileClass };
 
+/** What a rewind puts back in a {@linkcode TarnFS}: the compute-local files. */
+export type TarnFsState = { ephemeral: Map<string, EphemeralFile>; wal_segments: Set<string> };
+
 /** PGlite's file system for a Tarn compute. */
 export class TarnFS extends BaseFilesystem {
   readonly #pages: PageSource & PageSink;
@@ -61,6 +65,8 @@ export class TarnFS extends BaseFilesystem {
   #next_fd = 1;
   /** The compute's page cache (exposed for metrics). */
   readonly cache: PageCache;
+  /** PGlite's internals, captured at start, for snapshots (`wasm_snapshot.ts`). */
+  readonly wasm = new WasmHandles();
 
   /** @param options where WAL and pages go */
   constructor(options: TarnFsOptions) {
@@ -72,6 +78,30 @@ export class TarnFS extends BaseFilesystem {
     this.#shipper = new WalShipper(options.wal);
     this.#wal_segments = new Set([...options.wal_segments].map((name) => "pg_wal/" + name));
     this.cache = new PageCache(options.page_cache_pages);
+  }
+
+  /** Lets {@linkcode WasmHandles} capture the instance PGlite creates. */
+  // deno-lint-ignore no-explicit-any -- PGlite's Emscripten options are untyped.
+  override async init(pg: any, emscripten_options: any): Promise<{ emscriptenOpts: any }> {
+    const { emscriptenOpts } = await super.init(pg, emscripten_options);
+    return { emscriptenOpts: this.wasm.capture(emscriptenOpts) };
+  }
+
+  /** The compute-local files, copied, for a later {@linkcode restoreState}. */
+  saveState(): TarnFsState {
+    const ephemeral = new Map([...this.#ephemeral].map(([path, file]) => [path, file.clone()]));
+    return { ephemeral, wal_segments: new Set(this.#wal_segments) };
+  }
+
+  /** Puts back the compute-local files of `state` and forgets what the rewound storage no longer has. */
+  restoreState(state: TarnFsState): void {
+    this.#ephemeral.clear();
+    for (const [path, file] of state.ephemeral) this.#ephemeral.set(path, file.clone());
+    this.#wal_segments.clear();
+    for (const name of state.wal_segments) this.#wal_segments.add(name);
+    this.#sizes.clear();
+    this.cache.clear();
+    this.#shipper.reset();
   }
 
   /** Postgres's only durability barrier: awaited after every query unless durability is relaxed. */

@@ -49,6 +49,12 @@ export class WalShipper {
     this.#remember(lsn_start, bytes, used);
   }
 
+  /** Forgets the remembered tail page (the log under it was rewound). */
+  reset(): void {
+    this.#tail_lsn = -1n;
+    this.#tail_bytes = new Uint8Array(0);
+  }
+
   #known(lsn_start: Lsn, length: number): Uint8Array {
     const offset = Number(lsn_start - this.#tail_lsn);
     if (this.#tail_lsn >= 0n && offset >= 0 && offset + length <= this.#tail_bytes.length) {

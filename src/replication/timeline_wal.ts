@@ -7,21 +7,24 @@
 import assert from "node:assert/strict";
 import { formatLsn, type Lsn } from "../lsn.ts";
 import type { WalSink, WalSource } from "./wal_api.ts";
-import type { WalLog } from "./wal_log.ts";
+import { WalLog } from "./wal_log.ts";
 
 /** The WAL of one timeline, as its compute and its children see it. */
 export class TimelineWal implements WalSink, WalSource {
-  readonly #own: WalLog;
+  #own: WalLog;
   readonly #ancestor: WalSource | undefined;
   readonly #branch_lsn: Lsn;
+  readonly #segment_size: number;
 
   /**
    * @param own the timeline's own log (empty until its compute writes)
    * @param ancestor the parent timeline's WAL, read below `branch_lsn`; undefined for a root timeline
    * @param branch_lsn where this timeline branched off (0 for a root)
+   * @param segment_size WAL segment size in bytes
    */
-  constructor(own: WalLog, ancestor: WalSource | undefined, branch_lsn: Lsn) {
+  constructor(own: WalLog, ancestor: WalSource | undefined, branch_lsn: Lsn, segment_size: number) {
     assert(ancestor !== undefined || branch_lsn === 0n, "a root timeline has no branch point");
+    this.#segment_size = segment_size;
     this.#own = own;
     this.#ancestor = ancestor;
     this.#branch_lsn = branch_lsn;
@@ -78,6 +81,23 @@ export class TimelineWal implements WalSink, WalSource {
   /** The own log may drop WAL before `lsn`; an ancestor keeps what its children need. */
   retainFrom(lsn: Lsn): void {
     if (lsn > this.#branch_lsn && !this.#ownIsEmpty()) this.#own.retainFrom(lsn);
+  }
+
+  /** A point to {@linkcode rewindTo} later: the own log's end. */
+  mark(): Lsn {
+    return this.#own.end_lsn;
+  }
+
+  /** Drops the WAL written since `mark` (a fork back to its snapshot); the own log must be memory-only. */
+  async rewindTo(mark: Lsn): Promise<void> {
+    if (this.#own.end_lsn === mark) return;
+    if (mark === 0n) {
+      await this.#own.close();
+      this.#own = await WalLog.open({ segment_size: this.#segment_size });
+      return;
+    }
+    this.#own.append(mark, new Uint8Array(0));
+    await this.#own.flush();
   }
 
   #ownIsEmpty(): boolean {

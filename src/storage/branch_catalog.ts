@@ -28,8 +28,6 @@ export type Branch = {
   created_at: Date;
   /** A protected branch cannot be deleted or reset. */
   protected: boolean;
-  /** An ephemeral branch (a fork) is deleted when its database is opened again. */
-  ephemeral: boolean;
 };
 
 type StoredBranch = Omit<Branch, "branch_lsn" | "created_at"> & { branch_lsn: string; created_at: string };
@@ -54,7 +52,6 @@ export class BranchCatalog {
       branch_lsn: 0n,
       created_at,
       protected: false,
-      ephemeral: false,
     };
     return new BranchCatalog(path, stored ?? [main]);
   }

@@ -463,6 +463,33 @@ export class PageStore implements PageSource, PageSink {
     if (durable_lsn > this.disk_lsn) this.disk_lsn = durable_lsn;
   }
 
+  /** A point to {@linkcode rewindTo} later: everything written after it can be dropped (memory-only stores). */
+  mark(): number {
+    return this.next_seq;
+  }
+
+  /** Drops every version and event written since `mark`: a fork's storage back to its snapshot. */
+  rewindTo(mark: number): void {
+    assert(this.layer_dir === undefined, "page store: only a memory-only store rewinds");
+    for (const { path, blkno, version } of this.mem_pages) {
+      if (version.seq < mark) continue;
+      this.mem_bytes -= pageCost(path, version.value!);
+      const blocks = this.memory.get(path);
+      const list = blocks?.get(blkno);
+      if (blocks === undefined || list === undefined) continue; // this key's newer versions went already
+      const left = list.filter((v) => v.seq < mark);
+      if (left.length > 0) blocks.set(blkno, left);
+      else blocks.delete(blkno);
+    }
+    this.mem_pages = this.mem_pages.filter((p) => p.version.seq < mark);
+    for (const { path, record } of this.mem_events) {
+      if (record.seq < mark) continue;
+      this.events.set(path, this.events.get(path)!.filter((r) => r.seq < mark));
+      this.mem_bytes -= eventCost(path);
+    }
+    this.mem_events = this.mem_events.filter((e) => e.record.seq < mark);
+  }
+
   /** Waits for running flushes and closes the layer files. Versions not flushed are lost. */
   async close(): Promise<void> {
     await this.flushing;

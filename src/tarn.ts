@@ -6,7 +6,8 @@
  */
 import type { TarnClient } from "./client.ts";
 import { clusterTemplate, importTemplate } from "./compute/cluster_template.ts";
-import { Compute, type ComputeOptions, type ComputeSnapshot } from "./compute/compute.ts";
+import { Compute, type ComputeOptions } from "./compute/compute.ts";
+import { type Fork, ForkPool } from "./fork_pool.ts";
 import { DirLock } from "./dir_lock.ts";
 import { BranchExistsError, BranchNotFoundError, BranchRuleError, ClosedError } from "./errors.ts";
 import { formatLsn, type Lsn } from "./lsn.ts";
@@ -51,12 +52,6 @@ export type BranchStart = { from?: string; at?: BranchAt };
 /** How {@linkcode Tarn.connect} reaches a branch: its head (read-write), or read-only at a past point. */
 export type ConnectOptions = { at?: BranchAt; readOnly?: boolean };
 
-/** A client on an ephemeral branch, deleted with it on `close()` or `await using`. */
-export type Fork = TarnClient & { readonly branch: string };
-
-/** A live fork: its compute and the snapshot it rewinds to. */
-type ForkRecord = { compute: Compute; snapshot: ComputeSnapshot };
-
 const MAIN = "main";
 const BRANCH_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
@@ -70,7 +65,7 @@ export class Tarn {
   readonly #computes = new Map<string, Promise<Compute>>();
   readonly #read_only = new Set<Compute>();
   readonly #clients = new Map<string, number>();
-  readonly #forks = new Map<TarnClient, ForkRecord>();
+  readonly #forks: ForkPool;
   #closed = false;
 
   private constructor(
@@ -81,6 +76,7 @@ export class Tarn {
     this.#catalog = parts.catalog;
     this.#timelines = parts.timelines;
     this.#options = parts.options;
+    this.#forks = new ForkPool(parts.timelines, parts.options);
   }
 
   /**
@@ -245,25 +241,13 @@ export class Tarn {
 
   /**
    * An ephemeral branch of `from` (default `main`) at `at` (default its head) and a client on it, kept in memory
-   * only; `close()` or `await using` drops it. Forks of one database may run side by side. A fork can be put back
-   * to the moment it was made with {@linkcode rewind}, in milliseconds.
+   * only; `close()` or `await using` drops it. Forks of one database may run side by side. Closed forks are
+   * rewound and reused for the next fork at the same point, and {@linkcode rewind} puts one back on demand.
    */
   async fork(start: BranchStart = {}): Promise<Fork> {
     this.#assertOpen();
     const parent = this.#branch(start.from ?? MAIN);
-    const branch_lsn = await this.#branchPoint(parent, start.at);
-    const storage = await this.#timelines.ephemeral(parent.timeline_id, branch_lsn);
-    const compute = await Compute.start(storage, this.#options);
-    const record: ForkRecord = { compute, snapshot: await compute.snapshot() };
-    const client = compute.connect({
-      on_close: async () => {
-        this.#forks.delete(client);
-        await compute.stop();
-        await closeStorage(storage);
-      },
-    });
-    this.#forks.set(client, record);
-    return Object.assign(client, { branch: `${parent.name}@${formatLsn(branch_lsn)}` });
+    return await this.#forks.fork(parent, await this.#branchPoint(parent, start.at));
   }
 
   /**
@@ -273,14 +257,12 @@ export class Tarn {
    */
   async rewind(fork: Fork): Promise<void> {
     this.#assertOpen();
-    const record = this.#forks.get(fork);
-    if (record === undefined) throw new BranchRuleError("rewind takes a fork made by fork() that is still open");
-    record.snapshot = await record.compute.rewind(record.snapshot);
+    await this.#forks.rewind(fork);
   }
 
   /** Why the last rewind of `fork` restarted Postgres instead of rewinding in place; undefined if it did not. */
   lastRewindFallback(fork: Fork): string | undefined {
-    return this.#forks.get(fork)?.compute.last_rewind_fallback;
+    return this.#forks.lastRewindFallback(fork);
   }
 
   /** Bytes a branch's own storage takes on disk (its layers and WAL; what deleting it frees). */
@@ -293,7 +275,7 @@ export class Tarn {
     if (this.#closed) return;
     this.#closed = true;
     for (const compute of this.#read_only) await compute.stop();
-    for (const fork of [...this.#forks.keys()]) await fork.close();
+    await this.#forks.close();
     for (const name of [...this.#computes.keys()]) await this.#stopCompute(name);
     await this.#timelines.closeAll();
     await this.#lock?.release();

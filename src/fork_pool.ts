@@ -1,0 +1,95 @@
+/**
+ * Forks: ephemeral, memory-only branches with their own compute, for a branch per test. A fork's compute is
+ * snapshotted when made; closing a fork rewinds it to that snapshot (a few ms) and keeps it idle, so the next fork
+ * at the same branch point starts at once. A fork also rewinds on demand ({@linkcode ForkPool.rewind}).
+ *
+ * @module
+ */
+import type { TarnClient } from "./client.ts";
+import { Compute, type ComputeOptions, type ComputeSnapshot, type TimelineStorage } from "./compute/compute.ts";
+import { BranchRuleError } from "./errors.ts";
+import { formatLsn, type Lsn } from "./lsn.ts";
+import type { Branch } from "./storage/branch_catalog.ts";
+import { closeStorage, type Timelines } from "./timelines.ts";
+
+/** A client on a fork; `close()` or `await using` ends the fork. */
+export type Fork = TarnClient & { readonly branch: string };
+
+/** Idle forks kept per branch point: enough for a test file's forks side by side, bounded in memory. */
+const MAX_IDLE_PER_POINT = 2;
+
+type ForkRecord = { key: string; compute: Compute; storage: TimelineStorage; snapshot: ComputeSnapshot };
+
+/** The forks of one database, live and idle. */
+export class ForkPool {
+  readonly #timelines: Timelines;
+  readonly #options: ComputeOptions;
+  readonly #live = new Map<TarnClient, ForkRecord>();
+  readonly #idle = new Map<string, ForkRecord[]>();
+  #closed = false;
+
+  /**
+   * @param timelines where forks' memory-only timelines come from
+   * @param options how their computes run
+   */
+  constructor(timelines: Timelines, options: ComputeOptions) {
+    this.#timelines = timelines;
+    this.#options = options;
+  }
+
+  /** A fork of `parent` at `branch_lsn`: an idle one rewound there already, or a new one. */
+  async fork(parent: Branch, branch_lsn: Lsn): Promise<Fork> {
+    const key = `${parent.timeline_id}@${branch_lsn}`;
+    const record = this.#idle.get(key)?.pop() ?? await this.#start(key, parent, branch_lsn);
+    const client = record.compute.connect({ on_close: () => this.#release(client) });
+    this.#live.set(client, record);
+    return Object.assign(client, { branch: `${parent.name}@${formatLsn(branch_lsn)}` });
+  }
+
+  async #start(key: string, parent: Branch, branch_lsn: Lsn): Promise<ForkRecord> {
+    const storage = await this.#timelines.ephemeral(parent.timeline_id, branch_lsn);
+    const compute = await Compute.start(storage, this.#options);
+    // PL/pgSQL loaded before the snapshot stays loaded after a rewind; loaded after it, it forces a restart.
+    await compute.connect().exec("do $$ begin end $$");
+    return { key, compute, storage, snapshot: await compute.snapshot() };
+  }
+
+  /** Puts a live fork back to the moment it was made. */
+  async rewind(fork: Fork): Promise<void> {
+    const record = this.#live.get(fork);
+    if (record === undefined) throw new BranchRuleError("rewind takes a fork made by fork() that is still open");
+    record.snapshot = await record.compute.rewind(record.snapshot);
+  }
+
+  /** Why the last rewind of `fork` restarted Postgres instead of rewinding in place; undefined if it did not. */
+  lastRewindFallback(fork: Fork): string | undefined {
+    return this.#live.get(fork)?.compute.last_rewind_fallback;
+  }
+
+  /** A closed fork is rewound and kept idle for the next fork at its point, or stopped when enough are idle. */
+  async #release(client: TarnClient): Promise<void> {
+    const record = this.#live.get(client);
+    if (record === undefined) return;
+    this.#live.delete(client);
+    const idle = this.#idle.get(record.key) ?? [];
+    if (!this.#closed && idle.length < MAX_IDLE_PER_POINT) {
+      record.snapshot = await record.compute.rewind(record.snapshot);
+      this.#idle.set(record.key, [...idle, record]);
+      return;
+    }
+    await stop(record);
+  }
+
+  /** Stops every fork, live and idle. */
+  async close(): Promise<void> {
+    this.#closed = true;
+    for (const client of [...this.#live.keys()]) await client.close();
+    for (const records of this.#idle.values()) for (const record of records) await stop(record);
+    this.#idle.clear();
+  }
+}
+
+async function stop(record: ForkRecord): Promise<void> {
+  await record.compute.stop();
+  await closeStorage(record.storage);
+}

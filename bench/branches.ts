@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { PGlite } from "@electric-sql/pglite";
-import { Tarn } from "../mod.ts";
+import { PGlite, type PGliteInterface } from "@electric-sql/pglite";
+import { Tarn, type TarnClient } from "../mod.ts";
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
@@ -44,20 +44,54 @@ export async function benchCreateBranch(sizes_mb: number[]): Promise<{ size_mb: 
   return out;
 }
 
-/** fork() + first query vs PGlite clone() + first query on the same data; RSS per live fork. */
-export async function benchFork(
-  size_mb: number,
-): Promise<{ fork_ms: number; clone_ms: number; rss_per_fork_mb: number }> {
+/** What {@linkcode benchFork} measures, in ms and MB. */
+export type ForkFigures = {
+  cold_fork_ms: number;
+  pooled_fork_ms: number;
+  rewind_ms: number;
+  clone_ms: number;
+  rss_per_fork_mb: number;
+};
+
+/**
+ * fork() + first query cold (nothing pooled: each fork at a new branch point) and pooled (a closed fork reused),
+ * rewind() + first query, against PGlite clone() + first query on the same data; RSS per live fork.
+ */
+export async function benchFork(size_mb: number): Promise<ForkFigures> {
   const tarn = await Tarn.open();
   const db = await tarn.connect();
   await load((sql, params) => db.query(sql, params), size_mb);
-  const fork_times = [];
-  for (let i = 0; i < 10; i++) {
+  const timed = async (fn: () => Promise<unknown>) => {
     const started = performance.now();
-    const fork = await tarn.fork();
-    await fork.query("select count(*) from big where id < 10");
-    fork_times.push(performance.now() - started);
+    await fn();
+    return performance.now() - started;
+  };
+  const cold = [];
+  for (let i = 0; i < 5; i++) {
+    await db.query("insert into big values ($1, 'moves the head: no pooled fork fits')", [-1 - i]);
+    let fork!: TarnClient;
+    cold.push(await timed(async () => (fork = await tarn.fork()).query("select count(*) from big where id < 10")));
     await fork.close();
+  }
+  const pooled = [];
+  for (let i = 0; i < 10; i++) {
+    let fork!: TarnClient;
+    pooled.push(await timed(async () => (fork = await tarn.fork()).query("select count(*) from big where id < 10")));
+    await fork.query("delete from big where id < 100");
+    await fork.close();
+  }
+  const rewinds = [];
+  {
+    await using fork = await tarn.fork();
+    for (let i = 0; i < 10; i++) {
+      await fork.query("delete from big where id < 100");
+      rewinds.push(
+        await timed(async () => {
+          await tarn.rewind(fork);
+          await fork.query("select count(*) from big where id < 10");
+        }),
+      );
+    }
   }
   const rss_before = Deno.memoryUsage().rss;
   const live = [];
@@ -72,16 +106,20 @@ export async function benchFork(
 
   const pg = await PGlite.create();
   await load((sql, params) => pg.query(sql, params), size_mb);
-  const clone_times = [];
+  const clones = [];
   for (let i = 0; i < 3; i++) {
-    const started = performance.now();
-    const clone = await pg.clone();
-    await clone.query("select count(*) from big where id < 10");
-    clone_times.push(performance.now() - started);
+    let clone!: PGliteInterface;
+    clones.push(await timed(async () => (clone = await pg.clone()).query("select count(*) from big where id < 10")));
     await clone.close();
   }
   await pg.close();
-  return { fork_ms: median(fork_times), clone_ms: median(clone_times), rss_per_fork_mb };
+  return {
+    cold_fork_ms: median(cold),
+    pooled_fork_ms: median(pooled),
+    rewind_ms: median(rewinds),
+    clone_ms: median(clones),
+    rss_per_fork_mb,
+  };
 }
 
 async function testBody(db: { query(sql: string, params?: unknown[]): Promise<unknown> }, i: number): Promise<void> {

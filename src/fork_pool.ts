@@ -27,6 +27,9 @@ export class ForkPool {
   readonly #live = new Map<TarnClient, ForkRecord>();
   readonly #idle = new Map<string, ForkRecord[]>();
   #closed = false;
+  #self_tested = false;
+  /** Set when the start-up self-test found in-place rewinds unsafe: every rewind then restarts Postgres. */
+  #rewind_disabled: string | undefined;
 
   /**
    * @param timelines where forks' memory-only timelines come from
@@ -51,14 +54,38 @@ export class ForkPool {
     const compute = await Compute.start(storage, this.#options);
     // PL/pgSQL loaded before the snapshot stays loaded after a rewind; loaded after it, it forces a restart.
     await compute.connect().exec("do $$ begin end $$");
-    return { key, compute, storage, snapshot: await compute.snapshot() };
+    const record = { key, compute, storage, snapshot: await compute.snapshot() };
+    if (!this.#self_tested) await this.#selfTest(record);
+    return record;
+  }
+
+  /**
+   * Once per pool: dirty a fork's session and storage, rewind it, and check that nothing is left. If anything is,
+   * in-place rewinds depend on PGlite internals that changed: they are switched off, with the reason logged.
+   */
+  async #selfTest(record: ForkRecord): Promise<void> {
+    this.#self_tested = true;
+    const db = record.compute.connect();
+    try {
+      await db.exec("create table tarn_rewind_self_test (x int); set application_name = 'tarn-self-test'");
+      record.snapshot = await record.compute.rewind(record.snapshot);
+      const { rows } = await db.query<{ tables: number; name: string }>(
+        "select count(*)::int as tables, current_setting('application_name') as name " +
+          "from pg_class where relname = 'tarn_rewind_self_test'",
+      );
+      if (rows[0].tables !== 0 || rows[0].name !== "") throw new Error(`state survived: ${JSON.stringify(rows[0])}`);
+    } catch (error) {
+      this.#rewind_disabled = `the rewind self-test failed (${String(error)})`;
+      console.warn(`tarn: forks restart Postgres instead of rewinding in place: ${this.#rewind_disabled}`);
+      record.snapshot = await record.compute.rewind(record.snapshot, this.#rewind_disabled);
+    }
   }
 
   /** Puts a live fork back to the moment it was made. */
   async rewind(fork: Fork): Promise<void> {
     const record = this.#live.get(fork);
     if (record === undefined) throw new BranchRuleError("rewind takes a fork made by fork() that is still open");
-    record.snapshot = await record.compute.rewind(record.snapshot);
+    record.snapshot = await record.compute.rewind(record.snapshot, this.#rewind_disabled);
   }
 
   /** Why the last rewind of `fork` restarted Postgres instead of rewinding in place; undefined if it did not. */
@@ -73,7 +100,7 @@ export class ForkPool {
     this.#live.delete(client);
     const idle = this.#idle.get(record.key) ?? [];
     if (!this.#closed && idle.length < MAX_IDLE_PER_POINT) {
-      record.snapshot = await record.compute.rewind(record.snapshot);
+      record.snapshot = await record.compute.rewind(record.snapshot, this.#rewind_disabled);
       this.#idle.set(record.key, [...idle, record]);
       return;
     }

@@ -145,14 +145,13 @@ export class Compute {
   /**
    * Puts the compute and its storage back to `snapshot`: in place when that is safe, else by restarting Postgres
    * on the rewound storage (the reason is in {@linkcode last_rewind_fallback}). Resolves with a snapshot to use for
-   * the next rewind (the same one after an in-place rewind).
+   * the next rewind (the same one after an in-place rewind). A `restart_reason` forces the restart.
    */
-  rewind(snapshot: ComputeSnapshot): Promise<ComputeSnapshot> {
+  rewind(snapshot: ComputeSnapshot, restart_reason?: string): Promise<ComputeSnapshot> {
     return this.#session.run(async () => {
       this.#checkpointer?.stop();
-      const reason = this.#pg.isInTransaction()
-        ? "a transaction is open"
-        : this.#fs.wasm.checkRewindable(snapshot.wasm);
+      const reason = restart_reason ??
+        (this.#pg.isInTransaction() ? "a transaction is open" : this.#fs.wasm.checkRewindable(snapshot.wasm));
       const { pages, wal } = this.#storage;
       if (reason === undefined) {
         pages.rewindTo(snapshot.page_mark);

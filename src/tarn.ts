@@ -7,6 +7,8 @@
 import type { TarnClient } from "./client.ts";
 import { clusterTemplate, importTemplate } from "./compute/cluster_template.ts";
 import { Compute, type ComputeOptions } from "./compute/compute.ts";
+import { loadArtifacts } from "./compute/engine.ts";
+import { initZstd } from "./storage/zstd.ts";
 import { type Fork, ForkPool } from "./fork_pool.ts";
 import { DirLock } from "./dir_lock.ts";
 import { BranchExistsError, BranchNotFoundError, BranchRuleError, ClosedError } from "./errors.ts";
@@ -84,6 +86,10 @@ export class Tarn {
    * directory never runs initdb: each branch's compute recovers from its last checkpoint and the WAL after it.
    */
   static async open(dir?: string, options: TarnOptions = {}): Promise<Tarn> {
+    // Compiling PGlite's WASM and loading zstd take tens of ms: overlap them with opening the storage. Their
+    // errors, if any, surface where they are awaited.
+    loadArtifacts().catch(() => {});
+    initZstd().catch(() => {});
     let lock: DirLock | undefined;
     if (dir !== undefined) {
       await Deno.mkdir(dir, { recursive: true });

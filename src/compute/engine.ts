@@ -25,8 +25,11 @@ export function startParams(extra_settings: readonly string[] = []): string[] {
 type Artifacts = { module: WebAssembly.Module; bundle: Blob };
 let artifacts: Promise<Artifacts> | undefined;
 
-/** PGlite's WASM module and file bundle, loaded once per process: every compute after the first starts faster. */
-function loadArtifacts(): Promise<Artifacts> {
+/**
+ * PGlite's WASM module and file bundle, loaded once per process: every compute after the first starts faster.
+ * Calling it early (while storage opens) takes the load off a compute's start.
+ */
+export function loadArtifacts(): Promise<Artifacts> {
   artifacts ??= (async () => {
     const dist = new URL("./", import.meta.resolve("@electric-sql/pglite"));
     const [wasm, data] = await Promise.all([

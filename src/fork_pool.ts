@@ -17,6 +17,11 @@ export type Fork = TarnClient & { readonly branch: string };
 
 /** Idle forks kept per branch point: enough for a test file's forks side by side, bounded in memory. */
 const MAX_IDLE_PER_POINT = 2;
+/**
+ * A fork's shared buffers: a test touches little data, and the buffer pool is most of what a snapshot copies on
+ * every rewind and of a fork's memory. Pages past it come from the compute's page cache.
+ */
+const FORK_SETTINGS = ["shared_buffers=2MB"];
 
 type ForkRecord = { key: string; compute: Compute; storage: TimelineStorage; snapshot: ComputeSnapshot };
 
@@ -37,7 +42,7 @@ export class ForkPool {
    */
   constructor(timelines: Timelines, options: ComputeOptions) {
     this.#timelines = timelines;
-    this.#options = options;
+    this.#options = { ...options, settings: [...options.settings ?? [], ...FORK_SETTINGS] };
   }
 
   /** A fork of `parent` at `branch_lsn`: an idle one rewound there already, or a new one. */

@@ -34,6 +34,8 @@ export type ComputeOptions = {
   page_cache_pages: number;
   /** Refuse writes (time travel): every transaction is read only, and nothing is persisted. */
   read_only: boolean;
+  /** Extra PostgreSQL settings (`name=value`), after Tarn's own. */
+  settings?: readonly string[];
 };
 
 /** A compute and its storage at one moment, for {@linkcode Compute.rewind}. */
@@ -81,7 +83,8 @@ export class Compute {
         if (pages.in_memory_bytes > options.page_store_memory_bytes) await pages.flush(flushed);
       },
     });
-    const pg = await startPostgres(fs, options.read_only ? ["default_transaction_read_only=on"] : []);
+    const settings = [...options.read_only ? ["default_transaction_read_only=on"] : [], ...options.settings ?? []];
+    const pg = await startPostgres(fs, settings);
     this.#pg = pg;
     this.#fs = fs;
     if (options.read_only) return;

@@ -17,6 +17,7 @@ import {
   type PathMeta,
 } from "./page_api.ts";
 import { applyDelta } from "./page_delta.ts";
+import { compareOrder, insertOrdered, type Ordered, upperBound } from "./version_order.ts";
 import {
   LAYER_BLOCK_RAW_LIMIT_BYTES,
   type LayerEntry,
@@ -42,8 +43,6 @@ const MEMORY_GEN = Number.POSITIVE_INFINITY;
 /** Rough bookkeeping cost of one version or event in memory, beyond its payload. */
 const OVERHEAD_BYTES = 64;
 
-/** Write order across layers: LSN, then layer generation (memory newest), then sequence within a layer. */
-type Ordered = { lsn: Lsn; gen: number; seq: number };
 /** A version in memory (`value` set) or in a layer file (`layer` and the index of its entry there). */
 type Version = Ordered & { image: boolean; value?: PageValue; layer?: LayerReader; entry: number };
 type EventRecord = Ordered & { event: FileEvent };
@@ -65,31 +64,6 @@ export type PageStoreOptions = {
 
 /** A parent timeline as a branch sees it. */
 export type Ancestor = { source: PageSource; branch_lsn: Lsn };
-
-function compareOrder(a: Ordered, b: Ordered): number {
-  if (a.lsn !== b.lsn) return a.lsn < b.lsn ? -1 : 1;
-  if (a.gen !== b.gen) return a.gen < b.gen ? -1 : 1;
-  return a.seq - b.seq;
-}
-
-/** Inserts keeping `list` ordered; searches from the end because new writes almost always go last. */
-function insertOrdered<T extends Ordered>(list: T[], item: T): void {
-  let i = list.length;
-  while (i > 0 && compareOrder(list[i - 1], item) > 0) i--;
-  list.splice(i, 0, item);
-}
-
-/** Index of the first item with lsn > `lsn`. */
-function upperBound(list: Ordered[], lsn: Lsn): number {
-  let lo = 0;
-  let hi = list.length;
-  while (lo < hi) {
-    const mid = (lo + hi) >>> 1;
-    if (list[mid].lsn <= lsn) lo = mid + 1;
-    else hi = mid;
-  }
-  return lo;
-}
 
 function assertLsn(lsn: Lsn): void {
   assert(typeof lsn === "bigint" && lsn >= 0n && lsn <= LSN_MAX, `page store: bad lsn ${lsn}`);

@@ -6,10 +6,8 @@
  * @module
  */
 import assert from "node:assert/strict";
-import { crc32c } from "../crc32c.ts";
-import { CorruptDataError } from "../errors.ts";
+import { readCheckedJson, writeCheckedJson } from "../checked_json.ts";
 import { formatLsn, type Lsn, parseLsn } from "../lsn.ts";
-import { syncDir } from "../tenant_file.ts";
 
 /** The catalog format version this code writes and reads. */
 export const CATALOG_FORMAT_VERSION = 1;
@@ -97,42 +95,16 @@ export class BranchCatalog {
       branch_lsn: formatLsn(b.branch_lsn),
       created_at: b.created_at.toISOString(),
     }));
-    const body = JSON.stringify({ format_version: CATALOG_FORMAT_VERSION, branches });
-    const text = JSON.stringify({ catalog: JSON.parse(body), crc32c: crc32c(new TextEncoder().encode(body)) }, null, 1);
-    const tmp = `${this.#path}.tmp`;
-    const file = await Deno.open(tmp, { write: true, create: true, truncate: true });
-    try {
-      await file.write(new TextEncoder().encode(text + "\n"));
-      await file.sync();
-    } finally {
-      file.close();
-    }
-    await Deno.rename(tmp, this.#path);
-    await syncDir(this.#path.slice(0, this.#path.lastIndexOf("/")));
+    const catalog: StoredCatalog = { format_version: CATALOG_FORMAT_VERSION, branches };
+    await writeCheckedJson(this.#path, "catalog", catalog);
   }
 }
 
+type StoredCatalog = { format_version: number; branches: StoredBranch[] };
+
 async function readCatalog(path: string): Promise<Branch[] | undefined> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(path);
-  } catch (error) {
-    if (error instanceof Deno.errors.NotFound) return undefined;
-    throw error;
-  }
-  let parsed: { catalog: { format_version: number; branches: StoredBranch[] }; crc32c: number };
-  try {
-    parsed = JSON.parse(text);
-  } catch {
-    throw new CorruptDataError(path, "not JSON");
-  }
-  if (crc32c(new TextEncoder().encode(JSON.stringify(parsed.catalog))) !== parsed.crc32c) {
-    throw new CorruptDataError(path, "checksum mismatch");
-  }
-  if (parsed.catalog.format_version !== CATALOG_FORMAT_VERSION) {
-    throw new CorruptDataError(path, `format version ${parsed.catalog.format_version}, this Tarn reads 1`);
-  }
-  return parsed.catalog.branches.map((b) => ({
+  const catalog = await readCheckedJson<StoredCatalog>(path, "catalog", CATALOG_FORMAT_VERSION);
+  return catalog?.branches.map((b) => ({
     ...b,
     branch_lsn: parseLsn(b.branch_lsn),
     created_at: new Date(b.created_at),

@@ -15,8 +15,8 @@ import {
   type LayerHandleCache,
   LayerReader,
   LayerWriter,
-  syncDir,
 } from "./layer_file.ts";
+import { syncDir } from "../checked_json.ts";
 
 const LAYER_NAME = /^([0-9a-f]{16})_([0-9a-f]{16})_([0-9a-f]{16})\.layer(\.corrupt)?$/;
 

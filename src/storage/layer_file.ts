@@ -35,6 +35,7 @@ import {
   writeEvent,
 } from "./layer_codec.ts";
 import { initZstd, zstdCompress, zstdDecompress } from "./zstd.ts";
+import { syncDir } from "../checked_json.ts";
 
 export { compareEntryKeys, CorruptLayerError, type LayerEntry, type LayerEntryKey, type LayerEvent, type LayerHeader };
 
@@ -197,16 +198,6 @@ export async function writeLayerFile(file_path: string, layer: LayerContents): P
   } catch (err) {
     await writer.abort();
     throw err;
-  }
-}
-
-/** fsync of a directory, so that a rename or unlink in it survives a crash. */
-export async function syncDir(dir: string): Promise<void> {
-  const handle = await Deno.open(dir, { read: true });
-  try {
-    await handle.sync();
-  } finally {
-    handle.close();
   }
 }
 

@@ -8,19 +8,11 @@ import {
   Tarn,
   type TarnClient,
 } from "../mod.ts";
+import { withTempDir as withDir } from "./fixtures/temp_dir.ts";
 
 async function ids(db: TarnClient, table = "t"): Promise<number[]> {
   const { rows } = await db.query<{ id: number }>(`select id from ${table} order by id`);
   return rows.map((r) => r.id);
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tarn-branch-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 Deno.test("branches: isolation both ways, siblings, and a branch of a branch", async () => {

@@ -4,25 +4,15 @@ import { applyDelta } from "../src/storage/page_delta.ts";
 import { LayerHandleCache, LayerReader, writeLayerFile } from "../src/storage/layer_file.ts";
 import { pickMergeRun } from "../src/storage/layer_compaction.ts";
 import { PageStore } from "../src/storage/page_store.ts";
+import { layerFiles as layerFilesOf, withTempDir } from "./fixtures/temp_dir.ts";
 
 const TIMELINE = "00112233445566778899aabbccddeeff";
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tarn_compaction_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
 
 function layerDir(dir: string): string {
   return `${dir}/timelines/${TIMELINE}`;
 }
 
-function layerFiles(dir: string): string[] {
-  return [...Deno.readDirSync(layerDir(dir))].map((e) => e.name).sort();
-}
+const layerFiles = (dir: string) => layerFilesOf(dir, TIMELINE);
 
 function page(fill: number): Uint8Array {
   const p = new Uint8Array(BLOCK_SIZE);

@@ -12,6 +12,7 @@ import {
   LayerWriter,
   writeLayerFile,
 } from "../src/storage/layer_file.ts";
+import { withTempDir } from "./fixtures/temp_dir.ts";
 
 const TIMELINE = "0123456789abcdef0123456789abcdef";
 
@@ -136,15 +137,6 @@ function sampleLayer(): LayerContents {
 
 function key(e: { path: string; blkno: number; lsn: bigint; seq: number }): string {
   return `${e.path}#${e.blkno}@${e.lsn}/${e.seq}`;
-}
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tarn_layer_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 Deno.test("layer file round-trips images, deltas and events over many blocks", async () => {

@@ -3,6 +3,7 @@ import { BLOCK_SIZE, type FileEvent, type PageValue } from "../src/storage/page_
 import { applyDelta, computeDelta } from "../src/storage/page_delta.ts";
 import { CorruptLayerError, LayerReader } from "../src/storage/layer_file.ts";
 import { MAX_DELTA_CHAIN, PageStore } from "../src/storage/page_store.ts";
+import { layerFiles as layerFilesOf, withTempDir } from "./fixtures/temp_dir.ts";
 
 const TIMELINE = "fedcba9876543210fedcba9876543210";
 const ZEROS = new Uint8Array(BLOCK_SIZE);
@@ -19,22 +20,11 @@ function delta(old: Uint8Array, at: number, value: number): { next: Uint8Array; 
   return { next, value: { kind: "delta", ranges: computeDelta(old, next) } };
 }
 
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tarn_store_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
 function layerDir(dir: string): string {
   return `${dir}/timelines/${TIMELINE}`;
 }
 
-function layerFiles(dir: string): string[] {
-  return [...Deno.readDirSync(layerDir(dir))].map((e) => e.name).sort();
-}
+const layerFiles = (dir: string) => layerFilesOf(dir, TIMELINE);
 
 /** Writes a history on two files and returns what each page must read as at each LSN. */
 function writeHistory(store: PageStore): [string, number, bigint, Uint8Array | undefined][] {

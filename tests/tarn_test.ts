@@ -1,14 +1,6 @@
 import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import { DatabaseLockedError, Tarn } from "../mod.ts";
-
-async function withTempDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "tarn-test-" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { withTempDir } from "./fixtures/temp_dir.ts";
 
 Deno.test("memory: query, exec, sql, transaction commit and rollback", async () => {
   await using tarn = await Tarn.open();

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { segmentFileName } from "../src/lsn.ts";
 import { CorruptWalError, WalLog, WalRangeError } from "../src/replication/wal_log.ts";
+import { withTempDir as withDir } from "./fixtures/temp_dir.ts";
 
 const SEGMENT_SIZE = 65536;
 const START_LSN = 0x1000000n + 1000n;
@@ -52,15 +53,6 @@ function concat(bytes: Uint8Array, zeros_bytes: bigint): Uint8Array {
   const out = new Uint8Array(bytes.length + Number(zeros_bytes));
   out.set(bytes);
   return out;
-}
-
-async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "wal_log_test_" });
-  try {
-    await fn(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 function segmentPath(dir: string, lsn: bigint): string {

@@ -5,15 +5,29 @@
  */
 import denoConfig from "./deno.json" with { type: "json" };
 import { Tarn } from "./mod.ts";
+import { TarnServer } from "./src/compute/server/server.ts";
 
 const HELP = `tarn ${denoConfig.version}: PostgreSQL with compute separated from storage
 
 Usage:
+  tarn start [--data DIR] [--port N] [--host 127.0.0.1] [--log-format text|json]
+                            serve PostgreSQL on 127.0.0.1:55432 with data in DIR (default ./tarn-data)
   tarn demo [--data DIR]    an embedded session on DIR (default ./tarn-data) that shows Tarn working
   tarn --help               this text
   tarn --version            the version
 
-Roles still to come: start (a Postgres server), safekeeper, pageserver, compute, branch, status.
+Roles still to come: safekeeper, pageserver, compute, branch, status.
+`;
+
+const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on embedded storage
+
+  --data DIR          data directory (default ./tarn-data; created if missing)
+  --port N            TCP port (default 55432; 0 picks a free one)
+  --host ADDR         address to listen on (default 127.0.0.1; loopback only until passwords land)
+  --log-format F      text (default) or json: one JSON object a line
+
+Connect with: psql "postgresql://postgres@127.0.0.1:55432/postgres"
+A branch: use its name as the database, or options=--branch=NAME.
 `;
 
 /** A command line mistake: printed with the usage hint, exit code 2. */
@@ -44,12 +58,64 @@ async function demo(args: string[]): Promise<void> {
   }
 }
 
+/** Flags as name -> value, each checked against `known`; a bad flag or missing value is a UsageError. */
+function parseFlags(command: string, args: string[], known: Record<string, (value: string) => boolean>) {
+  const flags: Record<string, string> = {};
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i];
+    const check = known[name];
+    if (check === undefined) throw new UsageError(`tarn ${command}: unknown flag ${name}; see tarn ${command} --help`);
+    const value = args[++i];
+    if (value === undefined || !check(value)) {
+      throw new UsageError(`tarn ${command}: ${name} needs a valid value, got ${value ?? "nothing"}`);
+    }
+    flags[name] = value;
+  }
+  return flags;
+}
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
+
+async function start(args: string[]): Promise<void> {
+  if (args.includes("--help")) return console.log(START_HELP);
+  const flags = parseFlags("start", args, {
+    "--data": (v) => v.length > 0,
+    "--port": (v) => /^\d+$/.test(v) && Number(v) < 65536,
+    "--host": (v) => v.length > 0,
+    "--log-format": (v) => v === "text" || v === "json",
+  });
+  const host = flags["--host"] ?? "127.0.0.1";
+  if (!LOOPBACK.has(host)) {
+    throw new UsageError(`tarn start: --host ${host} is beyond loopback, which needs a password: not supported yet`);
+  }
+  const json = flags["--log-format"] === "json";
+  const log = (event: string, fields: Record<string, unknown>) => {
+    const line = { time: new Date().toISOString(), event, ...fields };
+    if (json) console.log(JSON.stringify(line));
+    else console.log(`${line.time} ${event} ${Object.entries(fields).map(([k, v]) => `${k}=${v}`).join(" ")}`);
+  };
+  const dir = flags["--data"] ?? "./tarn-data";
+  const tarn = await Tarn.open(dir);
+  const server = TarnServer.start(tarn, { hostname: host, port: Number(flags["--port"] ?? 55432), log });
+  log("listening", { host, port: server.port, data: dir });
+  const stop = async () => {
+    log("stopping", {});
+    await server.close();
+    await tarn.close();
+    Deno.exit(0);
+  };
+  Deno.addSignalListener("SIGINT", stop);
+  Deno.addSignalListener("SIGTERM", stop);
+  await new Promise(() => {});
+}
+
 async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;
   try {
     if (command === undefined || command === "--help" || command === "help") console.log(HELP);
     else if (command === "--version") console.log(`tarn ${denoConfig.version}`);
     else if (command === "demo") await demo(rest);
+    else if (command === "start") await start(rest);
     else throw new UsageError(`tarn: unknown command "${command}"; see tarn --help`);
     return 0;
   } catch (error) {

@@ -166,6 +166,25 @@ export class Tarn {
     });
   }
 
+  /**
+   * A branch's compute for a server session, started on first use, and the release that lets it stop (for other
+   * branches than `main`) when its last user is gone.
+   */
+  async attachCompute(branch: string): Promise<{ compute: Compute; release: () => Promise<void> }> {
+    this.#assertOpen();
+    const compute = await this.#compute(branch);
+    this.#clients.set(branch, (this.#clients.get(branch) ?? 0) + 1);
+    let released = false;
+    return {
+      compute,
+      release: async () => {
+        if (released) return;
+        released = true;
+        await this.#release(branch);
+      },
+    };
+  }
+
   /** Makes branch `name` of `from` (default `main`) at `at` (default its head). Writes metadata only. */
   async createBranch(name: string, start: BranchStart = {}): Promise<BranchInfo> {
     this.#assertOpen();

@@ -127,6 +127,22 @@ export class Compute {
     return new TarnClient(() => this.#pg, this.#session, { ...extra, after });
   }
 
+  /**
+   * Runs `fn` with the backend to itself (other clients wait): `exec` passes raw protocol messages to Postgres
+   * and resolves with its replies once the WAL they wrote is durable; `idle` runs the checkpoint policy, for when
+   * the backend is outside a transaction.
+   */
+  exclusive<T>(
+    fn: (exec: (message: Uint8Array) => Promise<Uint8Array>, idle: () => Promise<void>) => Promise<T>,
+  ): Promise<T> {
+    return this.#session.run(() =>
+      fn(
+        (message) => this.#pg.execProtocolRaw(message, { syncToFs: true }),
+        () => this.#checkpointer?.afterStatement(this.#session) ?? Promise.resolve(),
+      )
+    );
+  }
+
   /** The timeline's WAL end: where a branch made now starts. */
   async headLsn(): Promise<bigint> {
     return await this.#session.run(() => this.#storage.wal.flush());

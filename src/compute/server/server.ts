@@ -1,0 +1,101 @@
+/**
+ * The Postgres server: accepts TCP connections and serves each with a {@linkcode ServerSession} on the compute of
+ * the branch it asks for (`database=<branch>`, or `options=--branch=<branch>`; `postgres` is `main`). A limit on
+ * connections; every failure of one connection stays with that connection.
+ *
+ * @module
+ */
+import type { Compute } from "../compute.ts";
+import { ServerSession } from "./session.ts";
+import { errorResponse } from "./wire.ts";
+
+/** Where a branch's compute comes from (the embedded `Tarn`). */
+export type ComputeSource = {
+  attachCompute(branch: string): Promise<{ compute: Compute; release: () => Promise<void> }>;
+};
+
+/** How the server runs. */
+export type ServerOptions = {
+  /** Address to listen on; default 127.0.0.1. */
+  hostname?: string;
+  /** Port; 0 picks a free one. */
+  port: number;
+  /** Connections served at once; more get "too many connections". Default 100. */
+  max_connections?: number;
+  /** Largest message a client may send (bytes). Default 64 MiB. */
+  max_message_bytes?: number;
+  /** A session idle inside a transaction longer than this is rolled back and closed (ms). Default 60 s. */
+  idle_in_transaction_ms?: number;
+  /** Structured log: one event at a time. Default: nothing. */
+  log?: (event: string, fields: Record<string, unknown>) => void;
+};
+
+/** The branch a startup packet asks for. */
+export function branchOf(params: Record<string, string>): string {
+  const option = /(?:^|\s)--branch=(\S+)/.exec(params.options ?? "");
+  if (option !== null) return option[1];
+  const database = params.database ?? params.user ?? "postgres";
+  return database === "postgres" || database === "" ? "main" : database;
+}
+
+/** A running Postgres server. */
+export class TarnServer {
+  readonly #listener: Deno.TcpListener;
+  readonly #sessions = new Set<ServerSession>();
+  readonly #running = new Set<Promise<void>>();
+  readonly #accepting: Promise<void>;
+  #next_id = 1;
+
+  private constructor(listener: Deno.TcpListener, source: ComputeSource, options: ServerOptions) {
+    this.#listener = listener;
+    this.#accepting = this.#accept(source, options);
+  }
+
+  /** Listens and serves until {@linkcode close}. */
+  static start(source: ComputeSource, options: ServerOptions): TarnServer {
+    const listener = Deno.listen({ hostname: options.hostname ?? "127.0.0.1", port: options.port });
+    return new TarnServer(listener, source, options);
+  }
+
+  /** The port it listens on. */
+  get port(): number {
+    return this.#listener.addr.port;
+  }
+
+  async #accept(source: ComputeSource, options: ServerOptions): Promise<void> {
+    const log = options.log ?? (() => {});
+    const last_owner = new WeakMap<Compute, number>();
+    const context = {
+      attach: (params: Record<string, string>) => source.attachCompute(branchOf(params)),
+      last_owner,
+      max_message_bytes: options.max_message_bytes ?? 64 * 1024 * 1024,
+      idle_in_transaction_ms: options.idle_in_transaction_ms ?? 60_000,
+      log,
+    };
+    const max_connections = options.max_connections ?? 100;
+    for await (const conn of this.#listener) {
+      if (this.#sessions.size >= max_connections) {
+        log("connection_refused", { reason: "too many connections", max_connections });
+        const refusal = errorResponse("FATAL", "53300", `sorry, too many clients already (${max_connections})`);
+        conn.write(refusal).catch(() => {}).finally(() => conn.close());
+        continue;
+      }
+      conn.setNoDelay(true);
+      const session = new ServerSession(conn, this.#next_id++, context);
+      this.#sessions.add(session);
+      const running = session.run().finally(() => {
+        this.#sessions.delete(session);
+        this.#running.delete(running);
+      });
+      this.#running.add(running);
+    }
+  }
+
+  /** Stops accepting, closes every session (rolling back what they left open) and waits for them. */
+  async close(): Promise<void> {
+    this.#listener.close();
+    await this.#accepting.catch(() => {});
+    for (const session of this.#sessions) await session.close();
+    await Promise.all(this.#running);
+  }
+}

@@ -1,0 +1,323 @@
+/**
+ * One client connection of the Postgres server. Many sessions share a compute's single backend: a session owns it
+ * from the first message of a batch (a simple query, or extended-protocol messages up to Sync) until Postgres says
+ * the session is idle outside a transaction. Statement and portal names are prefixed per session; a backend that
+ * changes owner is reset (GUCs, cursors, LISTEN, advisory locks) and the new owner's startup settings re-applied.
+ * A client that dies or idles in a transaction is rolled back and its ownership released.
+ *
+ * @module
+ */
+import type { Compute } from "../compute.ts";
+import {
+  authenticationOk,
+  backendKeyData,
+  backendMessage,
+  concatBytes,
+  cStrings,
+  eachBackendMessage,
+  errorResponse,
+  FORWARDED_TYPES,
+  type FrontendMessage,
+  MessageReader,
+  parameterStatus,
+  ProtocolError,
+  readCString,
+  readyForQuery,
+} from "./wire.ts";
+
+/** What a session needs from its server. */
+export type SessionContext = {
+  /** The compute serving these startup parameters (branch selection), and its release. */
+  attach(params: Record<string, string>): Promise<{ compute: Compute; release: () => Promise<void> }>;
+  /** The session that used a compute's backend last, to know when a reset is due. */
+  last_owner: WeakMap<Compute, number>;
+  /** Largest message accepted (bytes). */
+  max_message_bytes: number;
+  /** A session idle inside a transaction longer than this is rolled back and closed (ms). */
+  idle_in_transaction_ms: number;
+  /** Structured log line. */
+  log(event: string, fields: Record<string, unknown>): void;
+};
+
+const RESET_SQL = "RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();";
+const NOT_SETTINGS = new Set(["user", "database", "options", "replication", "tarn.branch"]);
+const COPY_FROM_STDIN = /^\s*copy\b[\s\S]*\bfrom\s+stdin\b/i;
+const READ_BYTES = 64 * 1024;
+
+/** One client connection. */
+export class ServerSession {
+  readonly id: number;
+  readonly #conn: Deno.Conn;
+  readonly #ctx: SessionContext;
+  readonly #reader: MessageReader;
+  #params: Record<string, string> = {};
+  #compute: Compute | undefined;
+  #release: (() => Promise<void>) | undefined;
+  /** While the session owns the backend: its exec, and the resolver that hands the backend back. */
+  #owned: { exec: (m: Uint8Array) => Promise<Uint8Array>; idle: () => Promise<void>; done: () => void } | undefined;
+  #batch: Uint8Array[] = [];
+  #status = "I";
+  #closed = false;
+
+  /**
+   * @param conn the client's socket
+   * @param id the session's id (its pid in BackendKeyData)
+   * @param ctx the server's routing, limits and log
+   */
+  constructor(conn: Deno.Conn, id: number, ctx: SessionContext) {
+    this.#conn = conn;
+    this.id = id;
+    this.#ctx = ctx;
+    this.#reader = new MessageReader(ctx.max_message_bytes);
+  }
+
+  /** Serves the connection until the client leaves or breaks the protocol; never throws. */
+  async run(): Promise<void> {
+    try {
+      if (await this.#startup()) await this.#serve();
+    } catch (error) {
+      if (error instanceof ProtocolError) {
+        this.#ctx.log("protocol_error", { session: this.id, message: error.message });
+        await this.#write(errorResponse("FATAL", "08P01", error.message)).catch(() => {});
+      } else if (!isDisconnect(error)) {
+        this.#ctx.log("session_error", { session: this.id, message: String(error) });
+        await this.#write(errorResponse("FATAL", "XX000", String(error))).catch(() => {});
+      }
+    } finally {
+      await this.close();
+    }
+  }
+
+  /** Rolls back what the session left open, hands the backend back and closes the socket. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#owned !== undefined) {
+      try {
+        if (this.#batch.length > 0) await this.#owned.exec(backendMessage("S"));
+        if (this.#status !== "I") await this.#owned.exec(backendMessage("Q", cStrings("ROLLBACK")));
+      } catch (error) {
+        this.#ctx.log("rollback_failed", { session: this.id, message: String(error) });
+      }
+      this.#owned.done();
+      this.#owned = undefined;
+    }
+    try {
+      this.#conn.close();
+    } catch {
+      // already closed by the peer
+    }
+    await this.#release?.();
+  }
+
+  async #startup(): Promise<boolean> {
+    for (let packets = 0; packets < 4; packets++) {
+      const packet = await this.#next(() => this.#reader.takeStartup());
+      if (packet === undefined) return false;
+      if (packet.kind === "ssl" || packet.kind === "gssenc") {
+        await this.#write(new TextEncoder().encode("N")); // no TLS yet: the client goes on in plain text
+        continue;
+      }
+      if (packet.kind === "cancel") return false; // cancelling a running statement is not supported (docs)
+      this.#params = packet.params;
+      const { compute, release } = await this.#ctx.attach(packet.params);
+      this.#compute = compute;
+      this.#release = release;
+      const secret = crypto.getRandomValues(new Int32Array(1))[0];
+      await this.#write(concatBytes([
+        authenticationOk(),
+        parameterStatus("server_version", "18.6"),
+        parameterStatus("server_encoding", "UTF8"),
+        parameterStatus("client_encoding", "UTF8"),
+        parameterStatus("DateStyle", "ISO, MDY"),
+        parameterStatus("TimeZone", "UTC"),
+        parameterStatus("integer_datetimes", "on"),
+        parameterStatus("standard_conforming_strings", "on"),
+        parameterStatus("is_superuser", "on"),
+        parameterStatus("session_authorization", packet.params.user ?? "postgres"),
+        parameterStatus("application_name", packet.params.application_name ?? ""),
+        backendKeyData(this.id, secret),
+        readyForQuery("I"),
+      ]));
+      return true;
+    }
+    throw new ProtocolError("too many SSL or GSS requests");
+  }
+
+  async #serve(): Promise<void> {
+    for (;;) {
+      const message = await this.#next(() => this.#reader.takeMessage(), this.#owned !== undefined);
+      if (message === undefined || message.type === "X") return;
+      if (!FORWARDED_TYPES.has(message.type)) {
+        throw new ProtocolError(`unknown or unexpected message type "${printable(message.type)}"`);
+      }
+      if (message.type === "d" || message.type === "c" || message.type === "f") {
+        throw new ProtocolError(`COPY data outside COPY (message "${message.type}")`);
+      }
+      await this.#acquire();
+      if (message.type === "Q") await this.#simpleQuery(message);
+      else if (message.type === "F") await this.#run([frame(message)]);
+      else {
+        this.#batch.push(frame(this.#rename(message)));
+        if (message.type === "S" || message.type === "H") await this.#run(this.#batch.splice(0));
+      }
+    }
+  }
+
+  async #simpleQuery(message: FrontendMessage): Promise<void> {
+    const [sql] = readCString(message.body, 0);
+    if (!COPY_FROM_STDIN.test(stripComments(sql))) return await this.#run([frame(message)]);
+    // Postgres must get the whole COPY in one call: collect the client's data first, then pass it all at once.
+    await this.#write(backendMessage("G", new Uint8Array([/\bbinary\b/i.test(sql) ? 1 : 0, 0, 0])));
+    const parts = [frame(message)];
+    for (;;) {
+      const data = await this.#next(() => this.#reader.takeMessage(), true);
+      if (data === undefined) throw new ProtocolError("client left during COPY");
+      if (data.type === "H" || data.type === "S") continue;
+      if (data.type !== "d" && data.type !== "c" && data.type !== "f") {
+        throw new ProtocolError(`message "${printable(data.type)}" during COPY`);
+      }
+      parts.push(frame(data));
+      if (data.type !== "d") break;
+    }
+    await this.#run(parts, true);
+  }
+
+  /** Sends messages to Postgres in one call and its replies to the client; releases the backend when idle. */
+  async #run(messages: Uint8Array[], strip_copy_in = false): Promise<void> {
+    const reply = await this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
+    let out = reply;
+    const drop: [number, number][] = [];
+    eachBackendMessage(reply, (type, body, at) => {
+      if (type === "Z") this.#status = String.fromCharCode(body[0]);
+      if (type === "G" && strip_copy_in) drop.push([at, at + 5 + body.length]);
+      return true;
+    });
+    if (drop.length > 0) out = concatBytes([reply.subarray(0, drop[0][0]), reply.subarray(drop[0][1])]);
+    await this.#write(out);
+    if (this.#status === "I" && this.#batch.length === 0) {
+      await this.#owned!.idle();
+      this.#owned!.done();
+      this.#owned = undefined;
+    }
+  }
+
+  /** Takes the backend (waiting for other sessions), resetting it first if another session used it last. */
+  async #acquire(): Promise<void> {
+    if (this.#owned !== undefined) return;
+    const compute = this.#compute!;
+    await new Promise<void>((acquired) => {
+      compute.exclusive((exec, idle) =>
+        new Promise<void>((done) => {
+          this.#owned = { exec, idle, done };
+          acquired();
+        })
+      ).catch((error) => this.#ctx.log("backend_error", { session: this.id, message: String(error) }));
+    });
+    if (this.#ctx.last_owner.get(compute) !== this.id) {
+      const setup = [
+        RESET_SQL,
+        ...Object.entries(this.#params).filter(([name]) => !NOT_SETTINGS.has(name))
+          .map(([name, value]) => `SET ${quoteIdent(name)} TO ${quoteLiteral(value)};`),
+      ];
+      await this.#owned!.exec(backendMessage("Q", cStrings(setup.join(" "))));
+      this.#ctx.last_owner.set(compute, this.id);
+    }
+  }
+
+  /** Prefixes statement and portal names with the session id, so sessions sharing a backend never collide. */
+  #rename(message: FrontendMessage): FrontendMessage {
+    const prefix = (name: string) => name === "" ? "" : `s${this.id}_${name}`;
+    const body = message.body;
+    switch (message.type) {
+      case "P": {
+        const [name, at] = readCString(body, 0);
+        return { type: "P", body: concatBytes([cStrings(prefix(name)), body.subarray(at)]) };
+      }
+      case "B": {
+        const [portal, at1] = readCString(body, 0);
+        const [statement, at2] = readCString(body, at1);
+        return { type: "B", body: concatBytes([cStrings(prefix(portal), prefix(statement)), body.subarray(at2)]) };
+      }
+      case "D":
+      case "C": {
+        const [name, at] = readCString(body, 1);
+        return {
+          type: message.type,
+          body: concatBytes([body.subarray(0, 1), cStrings(prefix(name)), body.subarray(at)]),
+        };
+      }
+      case "E": {
+        const [portal, at] = readCString(body, 0);
+        return { type: "E", body: concatBytes([cStrings(prefix(portal)), body.subarray(at)]) };
+      }
+    }
+    return message;
+  }
+
+  /**
+   * The next item `take` finds, reading the socket as needed; undefined at end of stream. While `in_transaction`,
+   * a client silent for longer than the idle-in-transaction timeout is told so and disconnected.
+   */
+  async #next<T>(take: () => T | undefined, in_transaction = false): Promise<T | undefined> {
+    const chunk = new Uint8Array(READ_BYTES);
+    for (;;) {
+      const item = take();
+      if (item !== undefined) return item;
+      const timeout_ms = in_transaction ? this.#ctx.idle_in_transaction_ms : undefined;
+      const n = await this.#readWithTimeout(chunk, timeout_ms);
+      if (n === null) return undefined;
+      this.#reader.push(chunk.subarray(0, n));
+    }
+  }
+
+  async #readWithTimeout(chunk: Uint8Array, timeout_ms: number | undefined): Promise<number | null> {
+    if (timeout_ms === undefined) return await this.#conn.read(chunk);
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const expired = new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), timeout_ms));
+    const read = this.#conn.read(chunk);
+    const result = await Promise.race([read, expired]);
+    clearTimeout(timer);
+    if (result !== "timeout") return result;
+    this.#ctx.log("idle_in_transaction_timeout", { session: this.id, timeout_ms });
+    await this.#write(errorResponse(
+      "FATAL",
+      "25P03",
+      "terminating connection due to idle-in-transaction timeout",
+      `a session may stay idle inside a transaction for ${timeout_ms} ms: other sessions wait for it`,
+    )).catch(() => {});
+    await this.close();
+    await read.catch(() => null);
+    return null;
+  }
+
+  async #write(bytes: Uint8Array): Promise<void> {
+    for (let done = 0; done < bytes.length;) done += await this.#conn.write(bytes.subarray(done));
+  }
+}
+
+function frame(message: FrontendMessage): Uint8Array {
+  return backendMessage(message.type, message.body);
+}
+
+function stripComments(sql: string): string {
+  return sql.replace(/--[^\n]*/g, " ").replace(/\/\*[\s\S]*?\*\//g, " ");
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}
+
+function printable(type: string): string {
+  const code = type.charCodeAt(0);
+  return code >= 32 && code < 127 ? type : `\\x${code.toString(16).padStart(2, "0")}`;
+}
+
+function isDisconnect(error: unknown): boolean {
+  return error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
+    error instanceof Deno.errors.BadResource || error instanceof Deno.errors.UnexpectedEof;
+}

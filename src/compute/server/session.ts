@@ -7,6 +7,7 @@
  *
  * @module
  */
+import { BranchNotFoundError } from "../../errors.ts";
 import type { Compute } from "../compute.ts";
 import {
   authenticationOk,
@@ -79,6 +80,8 @@ export class ServerSession {
       if (error instanceof ProtocolError) {
         this.#ctx.log("protocol_error", { session: this.id, message: error.message });
         await this.#write(errorResponse("FATAL", "08P01", error.message)).catch(() => {});
+      } else if (error instanceof BranchNotFoundError) {
+        await this.#write(errorResponse("FATAL", "3D000", error.message)).catch(() => {});
       } else if (!isDisconnect(error)) {
         this.#ctx.log("session_error", { session: this.id, message: String(error) });
         await this.#write(errorResponse("FATAL", "XX000", String(error))).catch(() => {});

@@ -1,0 +1,55 @@
+/**
+ * Command-line flags: `--name value` pairs checked against what a command knows. A mistake is a
+ * {@linkcode UsageError}: printed, exit code 2.
+ *
+ * @module
+ */
+
+/** A command-line mistake: the message names the flag or value and where to look. */
+export class UsageError extends Error {
+  /** @param message what was wrong */
+  constructor(message: string) {
+    super(message);
+    this.name = "UsageError";
+  }
+}
+
+/** Checks a flag's value; boolean flags take none. */
+export type FlagSpec = Record<string, ((value: string) => boolean) | "boolean">;
+
+/** Parses `args` for `command`; `positional` names how many bare words it takes. */
+export function parseFlags(
+  command: string,
+  args: string[],
+  spec: FlagSpec,
+  positional = 0,
+): { flags: Record<string, string | true>; words: string[] } {
+  const flags: Record<string, string | true> = {};
+  const words: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const name = args[i];
+    if (!name.startsWith("--")) {
+      if (words.length >= positional) throw new UsageError(`tarn ${command}: unexpected "${name}"; see --help`);
+      words.push(name);
+      continue;
+    }
+    const check = spec[name];
+    if (check === undefined) throw new UsageError(`tarn ${command}: unknown flag ${name}; see tarn ${command} --help`);
+    if (check === "boolean") {
+      flags[name] = true;
+      continue;
+    }
+    const value = args[++i];
+    if (value === undefined || !check(value)) {
+      throw new UsageError(`tarn ${command}: ${name} needs a valid value, got ${value ?? "nothing"}`);
+    }
+    flags[name] = value;
+  }
+  return { flags, words };
+}
+
+/** The value of a flag that takes one, or `fallback`. */
+export function flagValue(flags: Record<string, string | true>, name: string, fallback: string): string {
+  const value = flags[name];
+  return typeof value === "string" ? value : fallback;
+}

@@ -1,0 +1,50 @@
+/**
+ * `tarn start`: all roles in one process on embedded storage, serving the PostgreSQL wire protocol.
+ *
+ * @module
+ */
+import { TarnServer } from "../compute/server/server.ts";
+import { Tarn } from "../tarn.ts";
+import { flagValue, parseFlags, UsageError } from "./flags.ts";
+import { makeLogger } from "./log.ts";
+
+/** Help text. */
+export const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on embedded storage
+
+  --data DIR          data directory (default ./tarn-data; created if missing)
+  --port N            TCP port (default 55432; 0 picks a free one)
+  --host ADDR         address to listen on (default 127.0.0.1; loopback only until passwords land)
+  --log-format F      text (default) or json: one JSON object a line
+
+Connect with: psql "postgresql://postgres@127.0.0.1:55432/postgres"
+A branch: use its name as the database, or options=--branch=NAME.`;
+
+const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
+
+/** Serves until SIGINT or SIGTERM, then shuts down cleanly. */
+export async function start(args: string[]): Promise<void> {
+  if (args.includes("--help")) return console.log(START_HELP);
+  const { flags } = parseFlags("start", args, {
+    "--data": (v) => v.length > 0,
+    "--port": (v) => /^\d+$/.test(v) && Number(v) < 65536,
+    "--host": (v) => v.length > 0,
+    "--log-format": (v) => v === "text" || v === "json",
+  });
+  const host = flagValue(flags, "--host", "127.0.0.1");
+  if (!LOOPBACK.has(host)) {
+    throw new UsageError(`tarn start: --host ${host} is beyond loopback, which needs a password: not supported yet`);
+  }
+  const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
+  const dir = flagValue(flags, "--data", "./tarn-data");
+  const tarn = await Tarn.open(dir);
+  const server = TarnServer.start(tarn, { hostname: host, port: Number(flagValue(flags, "--port", "55432")), log });
+  log("listening", { host, port: server.port, data: dir });
+  await new Promise<void>((resolve) => {
+    const stop = () => resolve();
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+  log("stopping", {});
+  await server.close();
+  await tarn.close();
+}

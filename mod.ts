@@ -13,13 +13,7 @@
  *
  * @module
  */
-export {
-  type BranchInfo,
-  type BranchStart,
-  type ConnectOptions,
-  Tarn,
-  type TarnOptions,
-} from "./src/tarn.ts";
+export { type BranchInfo, type BranchStart, type ConnectOptions, Tarn, type TarnOptions } from "./src/tarn.ts";
 export type { BranchAt } from "./src/replication/branch_point.ts";
 export type { Fork } from "./src/fork_pool.ts";
 export { type Field, type Queryable, type QueryResult, TarnClient } from "./src/client.ts";

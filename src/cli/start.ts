@@ -13,7 +13,8 @@ export const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on em
 
   --data DIR          data directory (default ./tarn-data; created if missing)
   --port N            TCP port (default 55432; 0 picks a free one)
-  --host ADDR         address to listen on (default 127.0.0.1; loopback only until passwords land)
+  --host ADDR         address to listen on (default 127.0.0.1; beyond loopback needs --password-file)
+  --password-file F   require the password in F (its first line) from every client: SCRAM-SHA-256
   --log-format F      text (default) or json: one JSON object a line
 
 Connect with: psql "postgresql://postgres@127.0.0.1:55432/postgres"
@@ -29,15 +30,18 @@ export async function start(args: string[]): Promise<void> {
     "--port": (v) => /^\d+$/.test(v) && Number(v) < 65536,
     "--host": (v) => v.length > 0,
     "--log-format": (v) => v === "text" || v === "json",
+    "--password-file": (v) => v.length > 0,
   });
   const host = flagValue(flags, "--host", "127.0.0.1");
-  if (!LOOPBACK.has(host)) {
-    throw new UsageError(`tarn start: --host ${host} is beyond loopback, which needs a password: not supported yet`);
+  const password = await readPassword(flags["--password-file"]);
+  if (!LOOPBACK.has(host) && password === undefined) {
+    throw new UsageError(`tarn start: --host ${host} is beyond loopback: give a password with --password-file`);
   }
   const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
   const dir = flagValue(flags, "--data", "./tarn-data");
   const tarn = await Tarn.open(dir);
-  const server = TarnServer.start(tarn, { hostname: host, port: Number(flagValue(flags, "--port", "55432")), log });
+  const port = Number(flagValue(flags, "--port", "55432"));
+  const server = TarnServer.start(tarn, { hostname: host, port, log, password });
   log("listening", { host, port: server.port, data: dir });
   await new Promise<void>((resolve) => {
     const stop = () => resolve();
@@ -47,4 +51,17 @@ export async function start(args: string[]): Promise<void> {
   log("stopping", {});
   await server.close();
   await tarn.close();
+}
+
+async function readPassword(file: string | true | undefined): Promise<string | undefined> {
+  if (typeof file !== "string") return undefined;
+  let text: string;
+  try {
+    text = await Deno.readTextFile(file);
+  } catch (error) {
+    throw new UsageError(`tarn start: --password-file ${file} cannot be read (${(error as Error).message})`);
+  }
+  const password = text.split("\n")[0].trimEnd();
+  if (password.length === 0) throw new UsageError(`tarn start: --password-file ${file} holds no password`);
+  return password;
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Compute } from "../compute.ts";
+import { scramSecret } from "./scram.ts";
 import { ServerSession } from "./session.ts";
 import { errorResponse } from "./wire.ts";
 
@@ -28,6 +29,8 @@ export type ServerOptions = {
   idle_in_transaction_ms?: number;
   /** Structured log: one event at a time. Default: nothing. */
   log?: (event: string, fields: Record<string, unknown>) => void;
+  /** Require this password (SCRAM-SHA-256) from every client; without it, clients are trusted. */
+  password?: string;
 };
 
 /** The branch a startup packet asks for. */
@@ -71,6 +74,7 @@ export class TarnServer {
       max_message_bytes: options.max_message_bytes ?? 64 * 1024 * 1024,
       idle_in_transaction_ms: options.idle_in_transaction_ms ?? 60_000,
       log,
+      password: options.password === undefined ? undefined : scramSecret(options.password),
     };
     const max_connections = options.max_connections ?? 100;
     for await (const conn of this.#listener) {

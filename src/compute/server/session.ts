@@ -9,6 +9,7 @@
  */
 import { BranchNotFoundError } from "../../errors.ts";
 import type { Compute } from "../compute.ts";
+import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
 import {
   authenticationOk,
   backendKeyData,
@@ -38,6 +39,8 @@ export type SessionContext = {
   idle_in_transaction_ms: number;
   /** Structured log line. */
   log(event: string, fields: Record<string, unknown>): void;
+  /** When set, clients authenticate with SCRAM-SHA-256 against this secret; else trust. */
+  password?: Promise<ScramSecret>;
 };
 
 const RESET_SQL = "RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();";
@@ -80,6 +83,9 @@ export class ServerSession {
       if (error instanceof ProtocolError) {
         this.#ctx.log("protocol_error", { session: this.id, message: error.message });
         await this.#write(errorResponse("FATAL", "08P01", error.message)).catch(() => {});
+      } else if (error instanceof AuthenticationFailedError) {
+        this.#ctx.log("authentication_failed", { session: this.id, user: this.#params.user });
+        await this.#write(errorResponse("FATAL", "28P01", error.message)).catch(() => {});
       } else if (error instanceof BranchNotFoundError) {
         await this.#write(errorResponse("FATAL", "3D000", error.message)).catch(() => {});
       } else if (!isDisconnect(error)) {
@@ -123,6 +129,13 @@ export class ServerSession {
       }
       if (packet.kind === "cancel") return false; // cancelling a running statement is not supported (docs)
       this.#params = packet.params;
+      if (this.#ctx.password !== undefined) {
+        const channel = {
+          next: () => this.#next(() => this.#reader.takeMessage()),
+          write: (b: Uint8Array) => this.#write(b),
+        };
+        await authenticate(channel, await this.#ctx.password, packet.params.user ?? "postgres");
+      }
       const { compute, release } = await this.#ctx.attach(packet.params);
       this.#compute = compute;
       this.#release = release;

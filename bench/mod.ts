@@ -6,6 +6,7 @@
  */
 import { benchCreateBranch, benchFork, benchSuite } from "./branches.ts";
 import { benchOpen } from "./open_time.ts";
+import { benchServer } from "./server.ts";
 import { benchTpcb } from "./tpcb.ts";
 
 const quick = Deno.args.includes("--quick");
@@ -64,4 +65,27 @@ console.log(
   `suite of ${quick ? 50 : 200} tests: fork per test ${f(suite.fork_suite_ms)} ms, shared database with ` +
     `rollback ${f(suite.rollback_suite_ms)} ms, ratio ${f(suite.fork_suite_ms / suite.rollback_suite_ms, 2)} ` +
     `(target <= 1.5)`,
+);
+
+console.log("\n## Server: pgbench TPC-B, 4 clients (-j 4), data generated server-side");
+const served = await benchServer(quick ? 1 : 10, quick ? 5 : 20);
+const tps = (name: string) => {
+  const found = served.results.find((r) => r.name === name);
+  return found !== undefined && "tps" in found ? found.tps : undefined;
+};
+for (const r of served.results) {
+  console.log(`${r.name}: ${"tps" in r ? f(r.tps) + " tps" : "skipped (" + r.skipped + ")"}`);
+}
+const tarn_tps = tps("tarn start");
+const socket_tps = tps("pglite-socket");
+const native_tps = tps("native PostgreSQL");
+if (tarn_tps !== undefined && socket_tps !== undefined) {
+  console.log(`tarn start / pglite-socket: ${f(tarn_tps / socket_tps, 2)} (target >= 1.0; pglite-socket never fsyncs)`);
+}
+if (tarn_tps !== undefined && native_tps !== undefined) {
+  console.log(`tarn start / native: ${f(tarn_tps / native_tps, 2)}`);
+}
+console.log(
+  `connection setup (connect + first query): p50 ${f(served.connection.p50_ms, 1)} ms, ` +
+    `p99 ${f(served.connection.p99_ms, 1)} ms`,
 );

@@ -7,7 +7,7 @@
  */
 import type { Compute } from "../compute.ts";
 import { scramSecret } from "./scram.ts";
-import { ServerSession } from "./session.ts";
+import { type BackendState, ServerSession } from "./session.ts";
 import { errorResponse } from "./wire.ts";
 
 /** Where a branch's compute comes from (the embedded `Tarn`). */
@@ -67,10 +67,9 @@ export class TarnServer {
 
   async #accept(source: ComputeSource, options: ServerOptions): Promise<void> {
     const log = options.log ?? (() => {});
-    const last_owner = new WeakMap<Compute, number>();
     const context = {
       attach: (params: Record<string, string>) => source.attachCompute(branchOf(params)),
-      last_owner,
+      backends: new WeakMap<Compute, BackendState>(),
       max_message_bytes: options.max_message_bytes ?? 64 * 1024 * 1024,
       idle_in_transaction_ms: options.idle_in_transaction_ms ?? 60_000,
       log,

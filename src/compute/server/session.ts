@@ -31,8 +31,8 @@ import {
 export type SessionContext = {
   /** The compute serving these startup parameters (branch selection), and its release. */
   attach(params: Record<string, string>): Promise<{ compute: Compute; release: () => Promise<void> }>;
-  /** The session that used a compute's backend last, to know when a reset is due. */
-  last_owner: WeakMap<Compute, number>;
+  /** Per compute: who used its backend last, whether that may have left session state, and whose settings apply. */
+  backends: WeakMap<Compute, BackendState>;
   /** Largest message accepted (bytes). */
   max_message_bytes: number;
   /** A session idle inside a transaction longer than this is rolled back and closed (ms). */
@@ -42,6 +42,16 @@ export type SessionContext = {
   /** When set, clients authenticate with SCRAM-SHA-256 against this secret; else trust. */
   password?: Promise<ScramSecret>;
 };
+
+/** What a compute's backend carries from one owner to the next. */
+export type BackendState = { last_owner: number; dirty: boolean; settings_key: string };
+
+/**
+ * Statements that may leave session state behind (settings, prepared statements by SQL, cursors, LISTEN, advisory
+ * locks, temp objects): a backend is reset before its next owner only when its last owner ran one of these.
+ */
+const SESSION_STATE =
+  /\b(set|reset|prepare|deallocate|declare|listen|discard|pg_advisory|temp|temporary|set_config)\b/i;
 
 const RESET_SQL = "RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();";
 const NOT_SETTINGS = new Set(["user", "database", "options", "replication", "tarn.branch"]);
@@ -171,6 +181,11 @@ export class ServerSession {
         throw new ProtocolError(`COPY data outside COPY (message "${message.type}")`);
       }
       await this.#acquire();
+      if (
+        (message.type === "Q" || message.type === "P") && SESSION_STATE.test(new TextDecoder().decode(message.body))
+      ) {
+        this.#ctx.backends.get(this.#compute!)!.dirty = true;
+      }
       if (message.type === "Q") await this.#simpleQuery(message);
       else if (message.type === "F") await this.#run([frame(message)]);
       else {
@@ -230,15 +245,16 @@ export class ServerSession {
         })
       ).catch((error) => this.#ctx.log("backend_error", { session: this.id, message: String(error) }));
     });
-    if (this.#ctx.last_owner.get(compute) !== this.id) {
-      const setup = [
-        RESET_SQL,
-        ...Object.entries(this.#params).filter(([name]) => !NOT_SETTINGS.has(name))
-          .map(([name, value]) => `SET ${quoteIdent(name)} TO ${quoteLiteral(value)};`),
-      ];
-      await this.#owned!.exec(backendMessage("Q", cStrings(setup.join(" "))));
-      this.#ctx.last_owner.set(compute, this.id);
-    }
+    let state = this.#ctx.backends.get(compute);
+    if (state === undefined) this.#ctx.backends.set(compute, state = { last_owner: 0, dirty: false, settings_key: "" });
+    if (state.last_owner === this.id) return;
+    const settings = Object.entries(this.#params).filter(([name]) => !NOT_SETTINGS.has(name))
+      .map(([name, value]) => `SET ${quoteIdent(name)} TO ${quoteLiteral(value)};`);
+    const settings_key = settings.join(" ");
+    const apply = state.dirty || state.settings_key !== settings_key;
+    const setup = [...state.dirty ? [RESET_SQL] : [], ...apply ? settings : []];
+    if (setup.length > 0) await this.#owned!.exec(backendMessage("Q", cStrings(setup.join(" "))));
+    Object.assign(state, { last_owner: this.id, dirty: false, settings_key });
   }
 
   /** Prefixes statement and portal names with the session id, so sessions sharing a backend never collide. */

@@ -176,3 +176,22 @@ Deno.test({
       await good.end();
     }),
 });
+
+Deno.test({
+  name: "server: session settings do not leak from one connection to another",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(async (port) => {
+      const a = pgClient(port);
+      const b = new pg.Client({ host: "127.0.0.1", port, user: "postgres", application_name: "bee" });
+      await a.connect();
+      await b.connect();
+      await a.query("set datestyle = 'German'; set application_name = 'ay'");
+      deepStrictEqual((await b.query("show datestyle")).rows, [{ DateStyle: "ISO, MDY" }]);
+      deepStrictEqual((await b.query("show application_name")).rows, [{ application_name: "bee" }]);
+      deepStrictEqual((await a.query("show datestyle")).rows, [{ DateStyle: "ISO, MDY" }], "a was reset too");
+      await a.end();
+      await b.end();
+    }),
+});

@@ -195,3 +195,20 @@ Deno.test({
       await b.end();
     }),
 });
+
+Deno.test({
+  name: "server: -c settings in the options parameter apply; timeouts PGlite cannot honour are refused",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(async (port) => {
+      const base = { host: "127.0.0.1", port, user: "postgres" };
+      const c = new pg.Client({ ...base, options: "-c search_path=pg_catalog,public --branch=main" });
+      await c.connect();
+      deepStrictEqual((await c.query("show search_path")).rows, [{ search_path: "pg_catalog,public" }]);
+      await c.end();
+      const refused = new pg.Client({ ...base, options: "-c statement_timeout=1000" });
+      refused.on("error", () => {});
+      await rejects(refused.connect(), /statement_timeout is not supported/);
+    }),
+});

@@ -139,6 +139,7 @@ export class ServerSession {
       }
       if (packet.kind === "cancel") return false; // cancelling a running statement is not supported (docs)
       this.#params = packet.params;
+      startupSettings(packet.params); // refuses bad options before anything runs
       if (this.#ctx.password !== undefined) {
         const channel = {
           next: () => this.#next(() => this.#reader.takeMessage()),
@@ -248,8 +249,10 @@ export class ServerSession {
     let state = this.#ctx.backends.get(compute);
     if (state === undefined) this.#ctx.backends.set(compute, state = { last_owner: 0, dirty: false, settings_key: "" });
     if (state.last_owner === this.id) return;
-    const settings = Object.entries(this.#params).filter(([name]) => !NOT_SETTINGS.has(name))
-      .map(([name, value]) => `SET ${quoteIdent(name)} TO ${quoteLiteral(value)};`);
+    // set_config takes a value as the startup packet does (`search_path=a,b` is two schemas, not one name).
+    const settings = startupSettings(this.#params).map(([name, value]) =>
+      `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false);`
+    );
     const settings_key = settings.join(" ");
     const apply = state.dirty || state.settings_key !== settings_key;
     const setup = [...state.dirty ? [RESET_SQL] : [], ...apply ? settings : []];
@@ -328,16 +331,38 @@ export class ServerSession {
   }
 }
 
+/** Settings PGlite cannot honour: statement_timeout never fires, and the other one makes the backend hang. */
+const REFUSED_SETTINGS = new Set(["statement_timeout", "idle_in_transaction_session_timeout"]);
+
+/**
+ * The settings a startup packet asks for: its parameters other than user, database and options, plus each
+ * `-c name=value` or `--name=value` of `options` (except `--branch`, which picks the branch).
+ */
+export function startupSettings(params: Record<string, string>): [string, string][] {
+  const settings = Object.entries(params).filter(([name]) => !NOT_SETTINGS.has(name));
+  const words = (params.options ?? "").trim().split(/\s+/).filter((word) => word !== "");
+  for (let i = 0; i < words.length; i++) {
+    const setting = words[i] === "-c" ? words[++i] : words[i].startsWith("--") ? words[i].slice(2) : undefined;
+    const match = setting === undefined ? null : /^([A-Za-z_][\w.]*)=(.*)$/.exec(setting);
+    if (match === null) throw new ProtocolError(`options: cannot read "${words[i] ?? ""}"; use -c name=value`);
+    if (match[1] !== "branch") settings.push([match[1].replaceAll("-", "_"), match[2]]);
+  }
+  for (const [name] of settings) {
+    if (REFUSED_SETTINGS.has(name)) {
+      throw new ProtocolError(
+        `${name} is not supported here (PGlite cannot honour it); the server has its own timeouts`,
+      );
+    }
+  }
+  return settings;
+}
+
 function frame(message: FrontendMessage): Uint8Array {
   return backendMessage(message.type, message.body);
 }
 
 function stripComments(sql: string): string {
   return sql.replace(/--[^\n]*/g, " ").replace(/\/\*[\s\S]*?\*\//g, " ");
-}
-
-function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
 }
 
 function quoteLiteral(value: string): string {

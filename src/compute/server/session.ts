@@ -238,13 +238,13 @@ export class ServerSession {
   async #acquire(): Promise<void> {
     if (this.#owned !== undefined) return;
     const compute = this.#compute!;
-    await new Promise<void>((acquired) => {
+    await new Promise<void>((acquired, failed) => {
       compute.exclusive((exec, idle) =>
         new Promise<void>((done) => {
           this.#owned = { exec, idle, done };
           acquired();
         })
-      ).catch((error) => this.#ctx.log("backend_error", { session: this.id, message: String(error) }));
+      ).catch(failed);
     });
     let state = this.#ctx.backends.get(compute);
     if (state === undefined) this.#ctx.backends.set(compute, state = { last_owner: 0, dirty: false, settings_key: "" });

@@ -6,7 +6,7 @@
  */
 import type { TarnClient } from "./client.ts";
 import { clusterTemplate, importTemplate } from "./compute/cluster_template.ts";
-import { Compute, type ComputeOptions } from "./compute/compute.ts";
+import { Compute, type ComputeOptions, type TimelineStorage } from "./compute/compute.ts";
 import { loadArtifacts } from "./compute/engine.ts";
 import { initZstd } from "./storage/zstd.ts";
 import { type Fork, ForkPool } from "./fork_pool.ts";
@@ -34,6 +34,11 @@ export type TarnOptions = {
   page_store_memory_bytes?: number;
   /** Pages in each compute's page cache. Default 1024 (8 MiB). */
   page_cache_pages?: number;
+  /**
+   * A branch other than `main` stops its compute this long after its last client left (scale to zero); 0, the
+   * default, stops it at once.
+   */
+  compute_idle_ms?: number;
 };
 
 /** A branch as {@linkcode Tarn.branches} lists it. */
@@ -67,12 +72,22 @@ export class Tarn {
   readonly #computes = new Map<string, Promise<Compute>>();
   readonly #read_only = new Set<Compute>();
   readonly #clients = new Map<string, number>();
+  readonly #idle_timers = new Map<string, ReturnType<typeof setTimeout>>();
+  readonly #compute_idle_ms: number;
   readonly #forks: ForkPool;
   #closed = false;
 
   private constructor(
-    parts: { dir?: string; lock?: DirLock; catalog: BranchCatalog; timelines: Timelines; options: ComputeOptions },
+    parts: {
+      dir?: string;
+      lock?: DirLock;
+      catalog: BranchCatalog;
+      timelines: Timelines;
+      options: ComputeOptions;
+      compute_idle_ms: number;
+    },
   ) {
+    this.#compute_idle_ms = parts.compute_idle_ms;
     this.#dir = parts.dir;
     this.#lock = parts.lock;
     this.#catalog = parts.catalog;
@@ -134,7 +149,8 @@ export class Tarn {
       page_cache_pages: options.page_cache_pages ?? 1024,
       read_only: false,
     };
-    const tarn = new Tarn({ dir, lock, catalog, timelines, options: compute_options });
+    const compute_idle_ms = options.compute_idle_ms ?? 0;
+    const tarn = new Tarn({ dir, lock, catalog, timelines, options: compute_options, compute_idle_ms });
     await tarn.#compute(MAIN);
     return tarn;
   }
@@ -151,18 +167,10 @@ export class Tarn {
       this.#clients.set(branch, (this.#clients.get(branch) ?? 0) + 1);
       return compute.connect({ on_close: () => this.#release(branch) });
     }
-    const known = this.#branch(branch);
-    const lsn = await this.#branchPoint(known, options.at);
-    const storage = await this.#timelines.ephemeral(known.timeline_id, lsn);
-    const compute = await Compute.start(storage, { ...this.#options, read_only: true });
-    this.#read_only.add(compute);
+    const { compute, storage, lsn } = await this.#readOnlyCompute(branch, options.at);
     return compute.connect({
       read_only_label: `branch "${branch}" at ${formatLsn(lsn)}`,
-      on_close: async () => {
-        this.#read_only.delete(compute);
-        await compute.stop();
-        await closeStorage(storage);
-      },
+      on_close: () => this.#stopReadOnly(compute, storage),
     });
   }
 
@@ -170,8 +178,15 @@ export class Tarn {
    * A branch's compute for a server session, started on first use, and the release that lets it stop (for other
    * branches than `main`) when its last user is gone.
    */
-  async attachCompute(branch: string): Promise<{ compute: Compute; release: () => Promise<void> }> {
+  async attachCompute(
+    branch: string,
+    at?: BranchAt,
+  ): Promise<{ compute: Compute; release: () => Promise<void> }> {
     this.#assertOpen();
+    if (at !== undefined) {
+      const { compute, storage } = await this.#readOnlyCompute(branch, at);
+      return { compute, release: () => this.#stopReadOnly(compute, storage) };
+    }
     const compute = await this.#compute(branch);
     this.#clients.set(branch, (this.#clients.get(branch) ?? 0) + 1);
     let released = false;
@@ -183,6 +198,21 @@ export class Tarn {
         await this.#release(branch);
       },
     };
+  }
+
+  async #readOnlyCompute(branch: string, at: BranchAt | undefined) {
+    const known = this.#branch(branch);
+    const lsn = await this.#branchPoint(known, at);
+    const storage = await this.#timelines.ephemeral(known.timeline_id, lsn);
+    const compute = await Compute.start(storage, { ...this.#options, read_only: true });
+    this.#read_only.add(compute);
+    return { compute, storage, lsn };
+  }
+
+  async #stopReadOnly(compute: Compute, storage: TimelineStorage): Promise<void> {
+    if (!this.#read_only.delete(compute)) return;
+    await compute.stop();
+    await closeStorage(storage);
   }
 
   /** Makes branch `name` of `from` (default `main`) at `at` (default its head). Writes metadata only. */
@@ -299,6 +329,7 @@ export class Tarn {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    for (const timer of this.#idle_timers.values()) clearTimeout(timer);
     for (const compute of this.#read_only) await compute.stop();
     await this.#forks.close();
     for (const name of [...this.#computes.keys()]) await this.#stopCompute(name);
@@ -326,7 +357,17 @@ export class Tarn {
   async #release(name: string): Promise<void> {
     const left = (this.#clients.get(name) ?? 1) - 1;
     this.#clients.set(name, left);
-    if (left === 0 && name !== MAIN && !this.#closed) await this.#stopCompute(name);
+    if (left > 0 || name === MAIN || this.#closed) return;
+    if (this.#compute_idle_ms === 0) return await this.#stopCompute(name);
+    clearTimeout(this.#idle_timers.get(name));
+    const timer = setTimeout(() => {
+      this.#idle_timers.delete(name);
+      if ((this.#clients.get(name) ?? 0) === 0 && !this.#closed) {
+        this.#stopCompute(name).catch((error) => console.error(`tarn: stopping branch ${name}'s compute:`, error));
+      }
+    }, this.#compute_idle_ms);
+    Deno.unrefTimer(timer);
+    this.#idle_timers.set(name, timer);
   }
 
   async #stopCompute(name: string): Promise<void> {

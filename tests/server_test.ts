@@ -212,3 +212,25 @@ Deno.test({
       await rejects(refused.connect(), /statement_timeout is not supported/);
     }),
 });
+
+Deno.test({
+  name: "server: options=--at=LSN is a read-only session on the branch as it was then",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(async (port) => {
+      const main = pgClient(port);
+      await main.connect();
+      await main.query("create table t (id int)");
+      await main.query("insert into t values (1)");
+      const { rows } = await main.query("select pg_current_wal_insert_lsn()::text as lsn");
+      await main.query("insert into t values (2)");
+      const past = new pg.Client({ host: "127.0.0.1", port, user: "postgres", options: `--at=${rows[0].lsn}` });
+      await past.connect();
+      deepStrictEqual((await past.query("select id from t")).rows, [{ id: 1 }]);
+      await rejects(past.query("insert into t values (3)"), /read-only transaction/);
+      await past.end();
+      deepStrictEqual((await main.query("select count(*)::int as n from t")).rows, [{ n: 2 }]);
+      await main.end();
+    }),
+});

@@ -18,7 +18,8 @@ export const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on em
   --log-format F      text (default) or json: one JSON object a line
 
 Connect with: psql "postgresql://postgres@127.0.0.1:55432/postgres"
-A branch: use its name as the database, or options=--branch=NAME.`;
+A branch: use its name as the database, or options=--branch=NAME; the past, read only: options=--at=LSN|TIME.
+A branch's compute starts on its first connection and stops 60 s after its last one.`;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
 
@@ -39,7 +40,7 @@ export async function start(args: string[]): Promise<void> {
   }
   const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
   const dir = flagValue(flags, "--data", "./tarn-data");
-  const tarn = await Tarn.open(dir);
+  const tarn = await Tarn.open(dir, { compute_idle_ms: 60_000 });
   const port = Number(flagValue(flags, "--port", "55432"));
   const server = TarnServer.start(tarn, { hostname: host, port, log, password });
   log("listening", { host, port: server.port, data: dir });

@@ -8,11 +8,12 @@
 import type { Compute } from "../compute.ts";
 import { scramSecret } from "./scram.ts";
 import { type BackendState, ServerSession } from "./session.ts";
-import { errorResponse } from "./wire.ts";
+import type { BranchAt } from "../../replication/branch_point.ts";
+import { errorResponse, ProtocolError } from "./wire.ts";
 
 /** Where a branch's compute comes from (the embedded `Tarn`). */
 export type ComputeSource = {
-  attachCompute(branch: string): Promise<{ compute: Compute; release: () => Promise<void> }>;
+  attachCompute(branch: string, at?: BranchAt): Promise<{ compute: Compute; release: () => Promise<void> }>;
 };
 
 /** How the server runs. */
@@ -39,6 +40,19 @@ export function branchOf(params: Record<string, string>): string {
   if (option !== null) return option[1];
   const database = params.database ?? params.user ?? "postgres";
   return database === "postgres" || database === "" ? "main" : database;
+}
+
+/**
+ * The point in time a startup packet asks for (`options=--at=0/17CC6C8` or `--at=2026-11-26T10:00:00Z`): a
+ * read-only session on the branch as it was then. Undefined: the branch's head, read-write.
+ */
+export function atOf(params: Record<string, string>): BranchAt | undefined {
+  const option = /(?:^|\s)--at=(\S+)/.exec(params.options ?? "");
+  if (option === null) return undefined;
+  if (/^[0-9A-Fa-f]{1,8}\/[0-9A-Fa-f]{1,8}$/.test(option[1])) return option[1];
+  const time = new Date(option[1]);
+  if (Number.isNaN(time.getTime())) throw new ProtocolError(`--at=${option[1]} is neither an LSN nor a time`);
+  return time;
 }
 
 /** A running Postgres server. */
@@ -68,7 +82,7 @@ export class TarnServer {
   async #accept(source: ComputeSource, options: ServerOptions): Promise<void> {
     const log = options.log ?? (() => {});
     const context = {
-      attach: (params: Record<string, string>) => source.attachCompute(branchOf(params)),
+      attach: (params: Record<string, string>) => source.attachCompute(branchOf(params), atOf(params)),
       backends: new WeakMap<Compute, BackendState>(),
       max_message_bytes: options.max_message_bytes ?? 64 * 1024 * 1024,
       idle_in_transaction_ms: options.idle_in_transaction_ms ?? 60_000,

@@ -336,7 +336,7 @@ const REFUSED_SETTINGS = new Set(["statement_timeout", "idle_in_transaction_sess
 
 /**
  * The settings a startup packet asks for: its parameters other than user, database and options, plus each
- * `-c name=value` or `--name=value` of `options` (except `--branch`, which picks the branch).
+ * `-c name=value` or `--name=value` of `options` (except `--branch` and `--at`, which pick what to serve).
  */
 export function startupSettings(params: Record<string, string>): [string, string][] {
   const settings = Object.entries(params).filter(([name]) => !NOT_SETTINGS.has(name));
@@ -345,7 +345,7 @@ export function startupSettings(params: Record<string, string>): [string, string
     const setting = words[i] === "-c" ? words[++i] : words[i].startsWith("--") ? words[i].slice(2) : undefined;
     const match = setting === undefined ? null : /^([A-Za-z_][\w.]*)=(.*)$/.exec(setting);
     if (match === null) throw new ProtocolError(`options: cannot read "${words[i] ?? ""}"; use -c name=value`);
-    if (match[1] !== "branch") settings.push([match[1].replaceAll("-", "_"), match[2]]);
+    if (match[1] !== "branch" && match[1] !== "at") settings.push([match[1].replaceAll("-", "_"), match[2]]);
   }
   for (const [name] of settings) {
     if (REFUSED_SETTINGS.has(name)) {

@@ -11,6 +11,8 @@ import { type BackendState, ServerSession } from "./session.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { errorResponse, ProtocolError } from "./wire.ts";
 
+const DEFAULT_IDLE_IN_TRANSACTION_MS = 60_000;
+
 /** Where a branch's compute comes from (the embedded `Tarn`). */
 export type ComputeSource = {
   attachCompute(branch: string, at?: BranchAt): Promise<{ compute: Compute; release: () => Promise<void> }>;
@@ -61,11 +63,19 @@ export class TarnServer {
   readonly #sessions = new Set<ServerSession>();
   readonly #running = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
+  readonly #sweeper: ReturnType<typeof setInterval>;
   #next_id = 1;
 
   private constructor(listener: Deno.TcpListener, source: ComputeSource, options: ServerOptions) {
     this.#listener = listener;
     this.#accepting = this.#accept(source, options);
+    const timeout_ms = options.idle_in_transaction_ms ?? DEFAULT_IDLE_IN_TRANSACTION_MS;
+    // One timer for all sessions instead of one per read: reads on the hot path stay plain.
+    this.#sweeper = setInterval(() => {
+      const now_ms = performance.now();
+      for (const session of this.#sessions) session.checkIdle(now_ms).catch(() => {});
+    }, Math.max(10, Math.min(1000, timeout_ms / 4)));
+    Deno.unrefTimer(this.#sweeper);
   }
 
   /** Listens and serves until {@linkcode close}. */
@@ -85,7 +95,7 @@ export class TarnServer {
       attach: (params: Record<string, string>) => source.attachCompute(branchOf(params), atOf(params)),
       backends: new WeakMap<Compute, BackendState>(),
       max_message_bytes: options.max_message_bytes ?? 64 * 1024 * 1024,
-      idle_in_transaction_ms: options.idle_in_transaction_ms ?? 60_000,
+      idle_in_transaction_ms: options.idle_in_transaction_ms ?? DEFAULT_IDLE_IN_TRANSACTION_MS,
       log,
       password: options.password === undefined ? undefined : scramSecret(options.password),
     };
@@ -110,6 +120,7 @@ export class TarnServer {
 
   /** Stops accepting, closes every session (rolling back what they left open) and waits for them. */
   async close(): Promise<void> {
+    clearInterval(this.#sweeper);
     this.#listener.close();
     await this.#accepting.catch(() => {});
     for (const session of this.#sessions) await session.close();

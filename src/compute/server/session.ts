@@ -70,6 +70,8 @@ export class ServerSession {
   /** While the session owns the backend: its exec, and the resolver that hands the backend back. */
   #owned: { exec: (m: Uint8Array) => Promise<Uint8Array>; idle: () => Promise<void>; done: () => void } | undefined;
   #batch: Uint8Array[] = [];
+  readonly #chunk = new Uint8Array(READ_BYTES);
+  #waiting_since_ms: number | undefined;
   #status = "I";
   #closed = false;
 
@@ -292,28 +294,31 @@ export class ServerSession {
 
   /**
    * The next item `take` finds, reading the socket as needed; undefined at end of stream. While `in_transaction`,
-   * a client silent for longer than the idle-in-transaction timeout is told so and disconnected.
+   * the wait is visible to {@linkcode checkIdle}.
    */
   async #next<T>(take: () => T | undefined, in_transaction = false): Promise<T | undefined> {
-    const chunk = new Uint8Array(READ_BYTES);
     for (;;) {
       const item = take();
       if (item !== undefined) return item;
-      const timeout_ms = in_transaction ? this.#ctx.idle_in_transaction_ms : undefined;
-      const n = await this.#readWithTimeout(chunk, timeout_ms);
+      this.#waiting_since_ms = in_transaction ? performance.now() : undefined;
+      const n = await this.#conn.read(this.#chunk).catch((error) => {
+        if (this.#closed) return null; // closed under a pending read: by the idle-in-transaction timeout
+        throw error;
+      });
+      this.#waiting_since_ms = undefined;
       if (n === null) return undefined;
-      this.#reader.push(chunk.subarray(0, n));
+      this.#reader.push(this.#chunk.subarray(0, n));
     }
   }
 
-  async #readWithTimeout(chunk: Uint8Array, timeout_ms: number | undefined): Promise<number | null> {
-    if (timeout_ms === undefined) return await this.#conn.read(chunk);
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const expired = new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), timeout_ms));
-    const read = this.#conn.read(chunk);
-    const result = await Promise.race([read, expired]);
-    clearTimeout(timer);
-    if (result !== "timeout") return result;
+  /**
+   * Called by the server now and then: a client silent inside a transaction (or a batch) for longer than the
+   * idle-in-transaction timeout is told so, rolled back and disconnected, so the sessions waiting behind it go on.
+   */
+  async checkIdle(now_ms: number): Promise<void> {
+    const timeout_ms = this.#ctx.idle_in_transaction_ms;
+    if (this.#waiting_since_ms === undefined || now_ms - this.#waiting_since_ms < timeout_ms) return;
+    this.#waiting_since_ms = undefined;
     this.#ctx.log("idle_in_transaction_timeout", { session: this.id, timeout_ms });
     await this.#write(errorResponse(
       "FATAL",
@@ -322,8 +327,6 @@ export class ServerSession {
       `a session may stay idle inside a transaction for ${timeout_ms} ms: other sessions wait for it`,
     )).catch(() => {});
     await this.close();
-    await read.catch(() => null);
-    return null;
   }
 
   async #write(bytes: Uint8Array): Promise<void> {

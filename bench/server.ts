@@ -42,7 +42,7 @@ async function connectionTimes(port: number, count: number): Promise<{ p50_ms: n
   return { p50_ms: times[Math.floor(count * 0.5)], p99_ms: times[Math.floor(count * 0.99)] };
 }
 
-async function freePort(): Promise<number> {
+function freePort(): number {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const port = listener.addr.port;
   listener.close();
@@ -60,7 +60,7 @@ async function nativePostgres<T>(fn: (url: string) => Promise<T>): Promise<T | s
     });
   if (bin === undefined) return "no native PostgreSQL server installed";
   const dir = await Deno.makeTempDir({ prefix: "tarn-bench-native-" });
-  const port = await freePort();
+  const port = freePort();
   const as_postgres = Deno.uid() === 0 ? ["runuser", "-u", "postgres", "--"] : [];
   const run = (args: string[]) =>
     new Deno.Command(as_postgres[0] ?? args[0], {
@@ -97,7 +97,7 @@ export async function benchServer(scale: number, seconds: number) {
   await tarn.close();
 
   const db = await PGlite.create();
-  const socket_port = await freePort();
+  const socket_port = freePort();
   const socket = new PGLiteSocketServer({ db, port: socket_port, host: "127.0.0.1", maxConnections: 8 });
   await socket.start();
   try {

@@ -72,15 +72,33 @@ export class WalShipper {
   }
 }
 
-/** Length of `bytes` without its trailing zeros. */
+/** Length of `bytes` without its trailing zeros; word by word where aligned (every commit scans ~8 KB). */
 function usedLength(bytes: Uint8Array): number {
   let n = bytes.length;
+  if (bytes.byteOffset % 4 === 0) {
+    const words = new Uint32Array(bytes.buffer, bytes.byteOffset, n >>> 2);
+    while (n > 0 && n % 4 !== 0 && bytes[n - 1] === 0) n--;
+    if (n % 4 === 0) {
+      let w = n >>> 2;
+      while (w > 0 && words[w - 1] === 0) w--;
+      n = w * 4;
+    }
+  }
   while (n > 0 && bytes[n - 1] === 0) n--;
   return n;
 }
 
+/** Index of the first byte where `a` and `b` differ (their length when equal); word by word where aligned. */
 function firstDifference(a: Uint8Array, b: Uint8Array): number {
   assert(a.length === b.length);
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return i;
-  return a.length;
+  let i = 0;
+  if (a.byteOffset % 4 === 0 && b.byteOffset % 4 === 0) {
+    const wa = new Uint32Array(a.buffer, a.byteOffset, a.length >>> 2);
+    const wb = new Uint32Array(b.buffer, b.byteOffset, a.length >>> 2);
+    let w = 0;
+    while (w < wa.length && wa[w] === wb[w]) w++;
+    i = w * 4;
+  }
+  while (i < a.length && a[i] === b[i]) i++;
+  return i;
 }

@@ -4,6 +4,7 @@ import pg from "pg";
 import postgres from "postgres";
 import { Tarn } from "../mod.ts";
 import { TarnServer } from "../src/compute/server/server.ts";
+import { backendMessage, concatBytes, cStrings } from "../src/compute/server/wire.ts";
 
 /** A server on a free port over an in-memory database, stopped after `fn`. */
 async function withServer(fn: (port: number, tarn: Tarn) => Promise<void>, idle_in_transaction_ms?: number) {
@@ -232,5 +233,43 @@ Deno.test({
       await past.end();
       deepStrictEqual((await main.query("select count(*)::int as n from t")).rows, [{ n: 2 }]);
       await main.end();
+    }),
+});
+
+Deno.test({
+  name: "server: an extended-protocol batch keeps the backend across a Flush until its Sync",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(async (port) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      const startup = cStrings("user", "postgres", "database", "postgres", "");
+      const packet = new Uint8Array(8 + startup.length);
+      new DataView(packet.buffer).setInt32(0, packet.length);
+      new DataView(packet.buffer).setInt32(4, 196608);
+      packet.set(startup, 8);
+      await conn.write(packet);
+      const buffer = new Uint8Array(65536);
+      await conn.read(buffer); // AuthenticationOk ... ReadyForQuery
+      await conn.write(
+        concatBytes([
+          backendMessage("P", concatBytes([cStrings("", "select 1"), new Uint8Array(2)])),
+          backendMessage("H"),
+        ]),
+      );
+      await conn.read(buffer); // ParseComplete
+      const other = pgClient(port);
+      await other.connect().catch(() => {});
+      let answered = false;
+      const query = other.query("select 2 as two").then((r) => {
+        answered = true;
+        return r.rows;
+      });
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      deepStrictEqual(answered, false, "another session ran inside the open batch");
+      await conn.write(backendMessage("S"));
+      deepStrictEqual(await query, [{ two: 2 }]);
+      conn.close();
+      await other.end();
     }),
 });

@@ -70,6 +70,8 @@ export class ServerSession {
   /** While the session owns the backend: its exec, and the resolver that hands the backend back. */
   #owned: { exec: (m: Uint8Array) => Promise<Uint8Array>; idle: () => Promise<void>; done: () => void } | undefined;
   #batch: Uint8Array[] = [];
+  /** Extended-protocol messages went to Postgres (or wait to) without the ReadyForQuery that ends them. */
+  #open_batch = false;
   readonly #chunk = new Uint8Array(READ_BYTES);
   #waiting_since_ms: number | undefined;
   #status = "I";
@@ -115,7 +117,7 @@ export class ServerSession {
     this.#closed = true;
     if (this.#owned !== undefined) {
       try {
-        if (this.#batch.length > 0) await this.#owned.exec(backendMessage("S"));
+        if (this.#open_batch) await this.#owned.exec(backendMessage("S"));
         if (this.#status !== "I") await this.#owned.exec(backendMessage("Q", cStrings("ROLLBACK")));
       } catch (error) {
         this.#ctx.log("rollback_failed", { session: this.id, message: String(error) });
@@ -193,6 +195,7 @@ export class ServerSession {
       else if (message.type === "F") await this.#run([frame(message)]);
       else {
         this.#batch.push(frame(this.#rename(message)));
+        this.#open_batch = true;
         if (message.type === "S" || message.type === "H") await this.#run(this.#batch.splice(0));
       }
     }
@@ -223,13 +226,17 @@ export class ServerSession {
     let out = reply;
     const drop: [number, number][] = [];
     eachBackendMessage(reply, (type, body, at) => {
-      if (type === "Z") this.#status = String.fromCharCode(body[0]);
+      if (type === "Z") {
+        this.#status = String.fromCharCode(body[0]);
+        this.#open_batch = false;
+      }
       if (type === "G" && strip_copy_in) drop.push([at, at + 5 + body.length]);
       return true;
     });
     if (drop.length > 0) out = concatBytes([reply.subarray(0, drop[0][0]), reply.subarray(drop[0][1])]);
     await this.#write(out);
-    if (this.#status === "I" && this.#batch.length === 0) {
+    // A Flush ends a call but not the batch: the backend stays this session's until ReadyForQuery.
+    if (this.#status === "I" && !this.#open_batch) {
       await this.#owned!.idle();
       this.#owned!.done();
       this.#owned = undefined;

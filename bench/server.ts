@@ -86,7 +86,9 @@ async function nativePostgres<T>(fn: (url: string) => Promise<T>): Promise<T | s
 /** pgbench TPS on each target, and Tarn's connection setup times. */
 export async function benchServer(scale: number, seconds: number) {
   const results: PgbenchResult[] = [];
-  const tarn = await Tarn.open();
+  // As `tarn start` runs it: on a directory, with its 128 MB page cache.
+  const dir = await Deno.makeTempDir({ prefix: "tarn-bench-server-" });
+  const tarn = await Tarn.open(dir, { page_cache_pages: 128 * 128 });
   const server = TarnServer.start(tarn, { port: 0 });
   const connection = await connectionTimes(server.port, 200);
   results.push({
@@ -95,6 +97,7 @@ export async function benchServer(scale: number, seconds: number) {
   });
   await server.close();
   await tarn.close();
+  await Deno.remove(dir, { recursive: true });
 
   const db = await PGlite.create();
   const socket_port = freePort();

@@ -15,6 +15,7 @@ export const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on em
   --port N            TCP port (default 55432; 0 picks a free one)
   --host ADDR         address to listen on (default 127.0.0.1; beyond loopback needs --password-file)
   --password-file F   require the password in F (its first line) from every client: SCRAM-SHA-256
+  --page-cache-mb N   each branch compute's page cache (default 128: a server's working set is larger)
   --log-format F      text (default) or json: one JSON object a line
 
 Connect with: psql "postgresql://postgres@127.0.0.1:55432/postgres"
@@ -32,6 +33,7 @@ export async function start(args: string[]): Promise<void> {
     "--host": (v) => v.length > 0,
     "--log-format": (v) => v === "text" || v === "json",
     "--password-file": (v) => v.length > 0,
+    "--page-cache-mb": (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 65536,
   });
   const host = flagValue(flags, "--host", "127.0.0.1");
   const password = await readPassword(flags["--password-file"]);
@@ -40,7 +42,8 @@ export async function start(args: string[]): Promise<void> {
   }
   const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
   const dir = flagValue(flags, "--data", "./tarn-data");
-  const tarn = await Tarn.open(dir, { compute_idle_ms: 60_000 });
+  const page_cache_pages = Number(flagValue(flags, "--page-cache-mb", "128")) * 128; // 8 KiB pages
+  const tarn = await Tarn.open(dir, { compute_idle_ms: 60_000, page_cache_pages });
   const port = Number(flagValue(flags, "--port", "55432"));
   const server = TarnServer.start(tarn, { hostname: host, port, log, password });
   log("listening", { host, port: server.port, data: dir });

@@ -49,13 +49,13 @@ export class Checkpointer {
     this.#idle_timer = timer;
   }
 
-  /** CHECKPOINT now and persist the pages it wrote. */
+  /** CHECKPOINT now, and persist the pages it wrote in the background (nobody waits for a layer write). */
   async checkpoint(): Promise<void> {
     if (this.#stopped) return;
     const { pg, pages, wal } = this.#options;
     await pg.exec("CHECKPOINT");
     this.#last_checkpoint_lsn = wal.end_lsn;
-    await pages.flush(await wal.flush());
+    pages.flushSoon(await wal.flush());
   }
 
   /** Lets checkpoints run again after {@linkcode stop} (a rewound compute goes on). */

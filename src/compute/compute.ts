@@ -80,7 +80,7 @@ export class Compute {
       on_sync: async () => {
         if (options.read_only) return;
         const flushed = await wal.flush();
-        if (pages.in_memory_bytes > options.page_store_memory_bytes) await pages.flush(flushed);
+        if (pages.in_memory_bytes > options.page_store_memory_bytes) pages.flushSoon(flushed);
       },
     });
     const settings = [...options.read_only ? ["default_transaction_read_only=on"] : [], ...options.settings ?? []];

@@ -111,6 +111,8 @@ export class PageStore implements PageSource, PageSink {
   private next_gen = 1;
   private disk_lsn: Lsn = 0n;
   private flushing: Promise<void> = Promise.resolve();
+  private background: Promise<void> | undefined;
+  private background_error: unknown;
 
   private constructor(
     readonly timeline_id: string,
@@ -351,10 +353,27 @@ export class PageStore implements PageSource, PageSink {
    */
   flush(durable_lsn: Lsn): Promise<void> {
     assertLsn(durable_lsn);
+    if (this.background_error !== undefined) {
+      const error = this.background_error;
+      this.background_error = undefined;
+      return Promise.reject(error);
+    }
     return this.enqueue(async () => {
       await this.flushNow(durable_lsn);
       if (this.layers.length > COMPACTION_TRIGGER_LAYERS) await this.compactNow();
     });
+  }
+
+  /**
+   * Starts a flush without waiting for it, unless one started this way is still running: commits need their WAL
+   * durable, not their pages, so a layer write or merge never holds one up. A failure is thrown by the next
+   * {@linkcode flush}.
+   */
+  flushSoon(durable_lsn: Lsn): void {
+    if (this.background !== undefined) return;
+    this.background = this.flush(durable_lsn)
+      .catch((error) => void (this.background_error = error))
+      .finally(() => void (this.background = undefined));
   }
 
   /**

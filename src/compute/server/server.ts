@@ -1,7 +1,8 @@
 /**
  * The Postgres server: accepts TCP connections and serves each with a {@linkcode ServerSession} on the compute of
- * the branch it asks for (`database=<branch>`, or `options=--branch=<branch>`; `postgres` is `main`). A limit on
- * connections; every failure of one connection stays with that connection.
+ * the branch it asks for (`database=<branch>`, or `options=--branch=<branch>`; `postgres` is `main`), read only at
+ * a past point with `options=--at=<LSN|time>`. A limit on connections; every failure of one connection stays with
+ * that connection.
  *
  * @module
  */

@@ -2,8 +2,9 @@
  * One client connection of the Postgres server. Many sessions share a compute's single backend: a session owns it
  * from the first message of a batch (a simple query, or extended-protocol messages up to Sync) until Postgres says
  * the session is idle outside a transaction. Statement and portal names are prefixed per session; a backend that
- * changes owner is reset (GUCs, cursors, LISTEN, advisory locks) and the new owner's startup settings re-applied.
- * A client that dies or idles in a transaction is rolled back and its ownership released.
+ * changes owner is reset (GUCs, cursors, LISTEN, advisory locks) when its last owner may have left such state, and
+ * the new owner's startup settings are applied when they differ. A client that dies or idles in a transaction is
+ * rolled back and its ownership released.
  *
  * @module
  */

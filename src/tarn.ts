@@ -151,7 +151,12 @@ export class Tarn {
     };
     const compute_idle_ms = options.compute_idle_ms ?? 0;
     const tarn = new Tarn({ dir, lock, catalog, timelines, options: compute_options, compute_idle_ms });
-    await tarn.#compute(MAIN);
+    try {
+      await tarn.#compute(MAIN);
+    } catch (error) {
+      await timelines.closeAll(); // the caller releases the lock; nothing stays open
+      throw error;
+    }
     return tarn;
   }
 

@@ -23,6 +23,17 @@ function serverTest(name: string, fn: (port: number, tarn: Tarn) => Promise<void
   Deno.test({ name, sanitizeResources: false, sanitizeOps: false, fn: () => withServer(fn, idle_in_transaction_ms) });
 }
 
+/** A client that created table t and inserted a row in a transaction it leaves open. */
+async function clientInOpenTransaction(port: number): Promise<pg.Client> {
+  const a = pgClient(port);
+  a.on("error", () => {});
+  await a.connect();
+  await a.query("create table t (id int primary key)");
+  await a.query("begin");
+  await a.query("insert into t values (1)");
+  return a;
+}
+
 function pgClient(port: number, database = "postgres"): pg.Client {
   return new pg.Client({ host: "127.0.0.1", port, user: "postgres", database });
 }
@@ -78,12 +89,7 @@ serverTest("server: postgres.js with concurrent queries and prepared statements"
 });
 
 serverTest("server: a client that dies mid-transaction is rolled back and others go on", async (port) => {
-  const a = pgClient(port);
-  a.on("error", () => {});
-  await a.connect();
-  await a.query("create table t (id int primary key)");
-  await a.query("begin");
-  await a.query("insert into t values (1)");
+  const a = await clientInOpenTransaction(port);
   // deno-lint-ignore no-explicit-any
   (a as any).connection.stream.destroy();
   const b = pgClient(port);
@@ -96,12 +102,7 @@ serverTest("server: a client that dies mid-transaction is rolled back and others
 });
 
 serverTest("server: a session idle in a transaction past the timeout is rolled back and disconnected", async (port) => {
-  const a = pgClient(port);
-  a.on("error", () => {});
-  await a.connect();
-  await a.query("create table t (id int primary key)");
-  await a.query("begin");
-  await a.query("insert into t values (1)");
+  const a = await clientInOpenTransaction(port);
   const b = pgClient(port);
   await b.connect();
   const { rows } = await b.query("select count(*)::int as n from t");

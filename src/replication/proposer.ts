@@ -171,7 +171,8 @@ export class Proposer {
     if (this.#state === "deposed") throw new ProposerStateError(`deposed: ${this.#deposed_reason}`);
     if (this.#state !== "streaming") throw new ProposerStateError(`it is ${this.#state}: wait until streaming`);
     if (lsn_start !== this.end_lsn) throw new ProposerAppendError(lsn_start, this.end_lsn);
-    if (this.end_lsn + BigInt(bytes.length) - this.#commit_lsn > BigInt(this.#opts.max_uncommitted_bytes)) {
+    const committed_lsn = maxLsn(this.#commit_lsn, this.#term_start_lsn);
+    if (this.end_lsn + BigInt(bytes.length) - committed_lsn > BigInt(this.#opts.max_uncommitted_bytes)) {
       throw new ProposerBackpressureError(this.#opts.max_uncommitted_bytes);
     }
     this.#wal.append(lsn_start, bytes);

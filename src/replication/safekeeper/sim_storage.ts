@@ -77,6 +77,17 @@ export class SimDisk {
   /** @param prng decides what faults and crashes keep */
   constructor(readonly prng: Prng) {}
 
+  /** The durable WAL of [lsn_start, lsn_end), which must be held. */
+  readWal(lsn_start: Lsn, lsn_end: Lsn): Uint8Array {
+    assert(lsn_start >= this.wal.start_lsn && lsn_end <= this.wal.end_lsn, "durable read out of range");
+    return this.wal.slice(lsn_start, lsn_end);
+  }
+
+  /** The end of the durable WAL. */
+  get wal_end_lsn(): Lsn {
+    return this.wal.end_lsn;
+  }
+
   /** Opens the disk as a safekeeper process does after a (re)start. */
   open(): SimStorage {
     this.open_storage = new SimStorage(this);
@@ -96,7 +107,7 @@ export class SimDisk {
     const empty = this.wal.start_lsn === this.wal.end_lsn;
     const low_lsn = empty ? volatile.start_lsn : minLsn(storage.lowest_cut_lsn, this.wal.end_lsn);
     const outcome = prng.int(3);
-    if (outcome === 1 && low_lsn < this.wal.end_lsn) {
+    if (outcome === 1 && !empty && low_lsn < this.wal.end_lsn) {
       this.wal.cut(prng.between(low_lsn, this.wal.end_lsn));
       this.changed_from_lsn = minLsn(this.changed_from_lsn, this.wal.end_lsn);
       return `kept the old WAL up to ${formatLsn(this.wal.end_lsn)}`;

@@ -32,6 +32,7 @@ const USER_ERRORS = new Set([
   "CorruptLayerError",
   "CorruptWalError",
   "DatabaseLockedError",
+  "EngineFailedError",
   "LsnFormatError",
   "LsnOutOfRangeError",
 ]);

@@ -82,6 +82,10 @@ const native_tps = tps("native PostgreSQL");
 if (tarn_tps !== undefined && socket_tps !== undefined) {
   console.log(`tarn start / pglite-socket: ${f(tarn_tps / socket_tps, 2)} (target >= 1.0; pglite-socket never fsyncs)`);
 }
+const same_thread_tps = tps("tarn, engine on the server thread");
+if (tarn_tps !== undefined && same_thread_tps !== undefined) {
+  console.log(`engine in a Worker / on the server thread: ${f(tarn_tps / same_thread_tps, 2)}`);
+}
 if (tarn_tps !== undefined && native_tps !== undefined) {
   console.log(`tarn start / native: ${f(tarn_tps / native_tps, 2)}`);
 }

@@ -10,6 +10,7 @@ import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
 // @ts-types="npm:@types/pg@8.23.1"
 import pg from "pg";
 import { Tarn } from "../mod.ts";
+import { EngineHost } from "../src/compute/server/engine_host.ts";
 import { TarnServer } from "../src/compute/server/server.ts";
 
 /** One target's pgbench result. */
@@ -86,18 +87,30 @@ async function nativePostgres<T>(fn: (url: string) => Promise<T>): Promise<T | s
 /** pgbench TPS on each target, and Tarn's connection setup times. */
 export async function benchServer(scale: number, seconds: number) {
   const results: PgbenchResult[] = [];
-  // As `tarn start` runs it: on a directory, with its 128 MB page cache.
+  // As `tarn start` runs it: the engine in a Worker, on a directory, with its 128 MB page cache.
   const dir = await Deno.makeTempDir({ prefix: "tarn-bench-server-" });
-  const tarn = await Tarn.open(dir, { page_cache_pages: 128 * 128 });
-  const server = TarnServer.start(tarn, { port: 0 });
+  const engine = await EngineHost.open({ dir, compute_idle_ms: 60_000, page_cache_pages: 128 * 128 });
+  const server = TarnServer.start(engine, { port: 0 });
   const connection = await connectionTimes(server.port, 200);
   results.push({
     name: "tarn start",
     tps: await tpcb(`postgresql://postgres@127.0.0.1:${server.port}/postgres`, scale, seconds),
   });
   await server.close();
-  await tarn.close();
+  await engine.close();
   await Deno.remove(dir, { recursive: true });
+
+  // The same engine on the server's own thread (no Worker, no cancel): what the Worker costs or gains.
+  const same_thread_dir = await Deno.makeTempDir({ prefix: "tarn-bench-server-" });
+  const tarn = await Tarn.open(same_thread_dir, { page_cache_pages: 128 * 128 });
+  const same_thread = TarnServer.start(tarn, { port: 0 });
+  results.push({
+    name: "tarn, engine on the server thread",
+    tps: await tpcb(`postgresql://postgres@127.0.0.1:${same_thread.port}/postgres`, scale, seconds),
+  });
+  await same_thread.close();
+  await tarn.close();
+  await Deno.remove(same_thread_dir, { recursive: true });
 
   const db = await PGlite.create();
   const socket_port = freePort();

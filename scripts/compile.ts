@@ -49,7 +49,18 @@ async function compile(target: string, out_dir: string): Promise<string | undefi
     }
   }
   const result = await new Deno.Command(Deno.execPath(), {
-    args: ["compile", "-A", "--target", target, "--output", output, `${ROOT}main.ts`],
+    // The engine Worker is loaded by URL at run time: it must be named to be in the binary.
+    args: [
+      "compile",
+      "-A",
+      "--target",
+      target,
+      "--include",
+      `${ROOT}src/compute/server/engine_worker.ts`,
+      "--output",
+      output,
+      `${ROOT}main.ts`,
+    ],
     cwd: ROOT,
     stdout: "inherit",
     stderr: "piped",

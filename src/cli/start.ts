@@ -3,8 +3,8 @@
  *
  * @module
  */
+import { type EngineFailedError, EngineHost } from "../compute/server/engine_host.ts";
 import { TarnServer } from "../compute/server/server.ts";
-import { Tarn } from "../tarn.ts";
 import { flagValue, parseFlags, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
 
@@ -43,18 +43,25 @@ export async function start(args: string[]): Promise<void> {
   const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
   const dir = flagValue(flags, "--data", "./tarn-data");
   const page_cache_pages = Number(flagValue(flags, "--page-cache-mb", "128")) * 128; // 8 KiB pages
-  const tarn = await Tarn.open(dir, { compute_idle_ms: 60_000, page_cache_pages });
+  // The engine runs in a Worker: this thread keeps serving sockets (and CancelRequests) while a statement runs.
+  const engine = await EngineHost.open({ dir, compute_idle_ms: 60_000, page_cache_pages }, log);
   const port = Number(flagValue(flags, "--port", "55432"));
-  const server = TarnServer.start(tarn, { hostname: host, port, log, password });
+  const server = TarnServer.start(engine, { hostname: host, port, log, password });
   log("listening", { host, port: server.port, data: dir });
-  await new Promise<void>((resolve) => {
-    const stop = () => resolve();
+  const crashed = await new Promise<EngineFailedError | undefined>((resolve) => {
+    const stop = () => resolve(undefined);
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
+    engine.crashed.then(resolve);
   });
+  if (crashed !== undefined) {
+    log("engine_failed", { message: crashed.message });
+    await server.close();
+    throw crashed;
+  }
   log("stopping", {});
   await server.close();
-  await tarn.close();
+  await engine.close();
 }
 
 async function readPassword(file: string | true | undefined): Promise<string | undefined> {

@@ -38,6 +38,12 @@ export type ComputeOptions = {
   settings?: readonly string[];
 };
 
+/**
+ * Where Postgres's interrupt flags live in a compute's shared WASM memory: another thread sets both to 1 to cancel
+ * the running statement (see `shared_memory.ts`).
+ */
+export type InterruptFlags = { memory: SharedArrayBuffer; query_cancel_pending: number; interrupt_pending: number };
+
 /** A compute and its storage at one moment, for {@linkcode Compute.rewind}. */
 export type ComputeSnapshot = { wasm: WasmSnapshot; fs: TarnFsState; page_mark: number; wal_mark: Lsn };
 
@@ -141,6 +147,18 @@ export class Compute {
         () => this.#checkpointer?.afterStatement(this.#session) ?? Promise.resolve(),
       )
     );
+  }
+
+  /** The addresses of Postgres's interrupt flags, when its memory is shared (else a cancel cannot reach it). */
+  interruptFlags(): InterruptFlags | undefined {
+    const memory = this.#fs.wasm.module.HEAPU8.buffer;
+    if (!(memory instanceof SharedArrayBuffer)) return undefined;
+    const exports = this.#fs.wasm.instance!.exports as Record<string, WebAssembly.Global>;
+    return {
+      memory,
+      query_cancel_pending: exports.QueryCancelPending.value as number,
+      interrupt_pending: exports.InterruptPending.value as number,
+    };
   }
 
   /** The timeline's WAL end: where a branch made now starts. */

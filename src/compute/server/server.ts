@@ -6,17 +6,16 @@
  *
  * @module
  */
-import type { Compute } from "../compute.ts";
 import { scramSecret } from "./scram.ts";
-import { type BackendState, ServerSession } from "./session.ts";
+import { type BackendState, ServerSession, type SharedBackend } from "./session.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { errorResponse, ProtocolError } from "./wire.ts";
 
 const DEFAULT_IDLE_IN_TRANSACTION_MS = 60_000;
 
-/** Where a branch's compute comes from (the embedded `Tarn`). */
+/** Where a branch's compute comes from: the embedded `Tarn`, or an `EngineHost` running it in a Worker. */
 export type ComputeSource = {
-  attachCompute(branch: string, at?: BranchAt): Promise<{ compute: Compute; release: () => Promise<void> }>;
+  attachCompute(branch: string, at?: BranchAt): Promise<{ compute: SharedBackend; release: () => Promise<void> }>;
 };
 
 /** How the server runs. */
@@ -62,6 +61,7 @@ export function atOf(params: Record<string, string>): BranchAt | undefined {
 export class TarnServer {
   readonly #listener: Deno.TcpListener;
   readonly #sessions = new Set<ServerSession>();
+  readonly #by_id = new Map<number, ServerSession>();
   readonly #running = new Set<Promise<void>>();
   readonly #accepting: Promise<void>;
   readonly #sweeper: ReturnType<typeof setInterval>;
@@ -94,7 +94,12 @@ export class TarnServer {
     const log = options.log ?? (() => {});
     const context = {
       attach: (params: Record<string, string>) => source.attachCompute(branchOf(params), atOf(params)),
-      backends: new WeakMap<Compute, BackendState>(),
+      backends: new WeakMap<SharedBackend, BackendState>(),
+      cancel: (pid: number, secret: number) => {
+        const session = this.#by_id.get(pid);
+        const sent = session !== undefined && session.secret === secret && session.cancel();
+        log("cancel_request", { session: pid, sent });
+      },
       max_message_bytes: options.max_message_bytes ?? 64 * 1024 * 1024,
       idle_in_transaction_ms: options.idle_in_transaction_ms ?? DEFAULT_IDLE_IN_TRANSACTION_MS,
       log,
@@ -111,8 +116,10 @@ export class TarnServer {
       conn.setNoDelay(true);
       const session = new ServerSession(conn, this.#next_id++, context);
       this.#sessions.add(session);
+      this.#by_id.set(session.id, session);
       const running = session.run().finally(() => {
         this.#sessions.delete(session);
+        this.#by_id.delete(session.id);
         this.#running.delete(running);
       });
       this.#running.add(running);

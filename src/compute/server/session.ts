@@ -8,8 +8,6 @@
  *
  * @module
  */
-import { BranchNotFoundError } from "../../errors.ts";
-import type { Compute } from "../compute.ts";
 import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
 import {
   authenticationOk,
@@ -28,12 +26,31 @@ import {
   readyForQuery,
 } from "./wire.ts";
 
+/**
+ * What an owner of a backend does with it: `exec` passes raw protocol messages to Postgres and resolves with its
+ * replies once the WAL they wrote is durable; `idle` runs the checkpoint policy, for when no transaction is open.
+ */
+export type BackendFn<T> = (
+  exec: (message: Uint8Array) => Promise<Uint8Array>,
+  idle: () => Promise<void>,
+) => Promise<T>;
+
+/** A compute's single Postgres backend, which the sessions of a branch share. */
+export interface SharedBackend {
+  /** Runs `fn` with the backend to itself; other owners wait. */
+  exclusive<T>(fn: BackendFn<T>): Promise<T>;
+  /** Cancels the statement running now, if any and if it can be reached; says whether a cancel was sent. */
+  cancel?(): boolean;
+}
+
 /** What a session needs from its server. */
 export type SessionContext = {
   /** The compute serving these startup parameters (branch selection), and its release. */
-  attach(params: Record<string, string>): Promise<{ compute: Compute; release: () => Promise<void> }>;
+  attach(params: Record<string, string>): Promise<{ compute: SharedBackend; release: () => Promise<void> }>;
   /** Per compute: who used its backend last, whether that may have left session state, and whose settings apply. */
-  backends: WeakMap<Compute, BackendState>;
+  backends: WeakMap<SharedBackend, BackendState>;
+  /** A CancelRequest arrived: cancel the running statement of the session with this id, when the secret matches. */
+  cancel(pid: number, secret: number): void;
   /** Largest message accepted (bytes). */
   max_message_bytes: number;
   /** A session idle inside a transaction longer than this is rolled back and closed (ms). */
@@ -66,7 +83,11 @@ export class ServerSession {
   readonly #ctx: SessionContext;
   readonly #reader: MessageReader;
   #params: Record<string, string> = {};
-  #compute: Compute | undefined;
+  #compute: SharedBackend | undefined;
+  /** The secret a CancelRequest for this session must carry (BackendKeyData). */
+  secret = 0;
+  /** The call of this session at Postgres now, if any. */
+  #in_flight: Promise<Uint8Array> | undefined;
   #release: (() => Promise<void>) | undefined;
   /** While the session owns the backend: its exec, and the resolver that hands the backend back. */
   #owned: { exec: (m: Uint8Array) => Promise<Uint8Array>; idle: () => Promise<void>; done: () => void } | undefined;
@@ -101,7 +122,7 @@ export class ServerSession {
       } else if (error instanceof AuthenticationFailedError) {
         this.#ctx.log("authentication_failed", { session: this.id, user: this.#params.user });
         await this.#write(errorResponse("FATAL", "28P01", error.message)).catch(() => {});
-      } else if (error instanceof BranchNotFoundError) {
+      } else if (error instanceof Error && error.name === "BranchNotFoundError") {
         await this.#write(errorResponse("FATAL", "3D000", error.message)).catch(() => {});
       } else if (!isDisconnect(error)) {
         this.#ctx.log("session_error", { session: this.id, message: String(error) });
@@ -116,6 +137,8 @@ export class ServerSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    // One call at a time on a backend: let a call in flight finish before rolling back.
+    await this.#in_flight?.catch(() => {});
     if (this.#owned !== undefined) {
       try {
         if (this.#open_batch) await this.#owned.exec(backendMessage("S"));
@@ -142,7 +165,10 @@ export class ServerSession {
         await this.#write(new TextEncoder().encode("N")); // no TLS yet: the client goes on in plain text
         continue;
       }
-      if (packet.kind === "cancel") return false; // cancelling a running statement is not supported (docs)
+      if (packet.kind === "cancel") {
+        this.#ctx.cancel(packet.pid, packet.secret);
+        return false;
+      }
       this.#params = packet.params;
       startupSettings(packet.params); // refuses bad options before anything runs
       if (this.#ctx.password !== undefined) {
@@ -155,7 +181,7 @@ export class ServerSession {
       const { compute, release } = await this.#ctx.attach(packet.params);
       this.#compute = compute;
       this.#release = release;
-      const secret = crypto.getRandomValues(new Int32Array(1))[0];
+      this.secret = crypto.getRandomValues(new Int32Array(1))[0];
       await this.#write(concatBytes([
         authenticationOk(),
         parameterStatus("server_version", "18.6"),
@@ -168,7 +194,7 @@ export class ServerSession {
         parameterStatus("is_superuser", "on"),
         parameterStatus("session_authorization", packet.params.user ?? "postgres"),
         parameterStatus("application_name", packet.params.application_name ?? ""),
-        backendKeyData(this.id, secret),
+        backendKeyData(this.id, this.secret),
         readyForQuery("I"),
       ]));
       return true;
@@ -223,7 +249,15 @@ export class ServerSession {
 
   /** Sends messages to Postgres in one call and its replies to the client; releases the backend when idle. */
   async #run(messages: Uint8Array[], strip_copy_in = false): Promise<void> {
-    const reply = await this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
+    const call = this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
+    this.#in_flight = call;
+    let reply: Uint8Array;
+    try {
+      reply = await call;
+    } finally {
+      this.#in_flight = undefined;
+    }
+    if (this.#closed) return; // closed meanwhile (server shutdown): close() took the backend back
     let out = reply;
     const drop: [number, number][] = [];
     eachBackendMessage(reply, (type, body, at) => {
@@ -257,7 +291,8 @@ export class ServerSession {
       ).catch(failed);
     });
     let state = this.#ctx.backends.get(compute);
-    if (state === undefined) this.#ctx.backends.set(compute, state = { last_owner: 0, dirty: false, settings_key: "" });
+    // A backend first seen here may carry state from sessions served through another handle: reset it once.
+    if (state === undefined) this.#ctx.backends.set(compute, state = { last_owner: 0, dirty: true, settings_key: "" });
     if (state.last_owner === this.id) return;
     // set_config takes a value as the startup packet does (`search_path=a,b` is two schemas, not one name).
     const settings = startupSettings(this.#params).map(([name, value]) =>
@@ -268,6 +303,12 @@ export class ServerSession {
     const setup = [...state.dirty ? [RESET_SQL] : [], ...apply ? settings : []];
     if (setup.length > 0) await this.#owned!.exec(backendMessage("Q", cStrings(setup.join(" "))));
     Object.assign(state, { last_owner: this.id, dirty: false, settings_key });
+  }
+
+  /** Cancels this session's running statement (a CancelRequest with its key arrived); false when none runs. */
+  cancel(): boolean {
+    if (this.#in_flight === undefined || this.#compute?.cancel === undefined) return false;
+    return this.#compute.cancel();
   }
 
   /** Prefixes statement and portal names with the session id, so sessions sharing a backend never collide. */

@@ -1,0 +1,246 @@
+/**
+ * The server's side of the engine Worker: opens a data directory in a Worker (`engine_worker.ts`) and hands the
+ * server one {@linkcode RemoteBackend} per compute. A backend's `exec` is one round trip to the Worker; taking and
+ * giving back the backend are one-way messages the Worker handles in order. `cancel` sets Postgres's interrupt
+ * flags in the compute's shared WASM memory from this thread.
+ *
+ * @module
+ */
+import type { BranchAt } from "../../replication/branch_point.ts";
+import {
+  type AttachedCompute,
+  CONTROL_CANCEL_SEQ,
+  type EngineOpenOptions,
+  type EngineReply,
+  type EngineRequest,
+  type ExecResult,
+} from "./engine_protocol.ts";
+import type { BackendFn, SharedBackend } from "./session.ts";
+import { LaneClient, makeLane } from "./engine_channel.ts";
+
+/** Requests in flight at once; each client connection has at most one, so this is far above need. */
+const MAX_PENDING = 10_000;
+
+/** The engine Worker died: the server cannot serve until it is restarted (its data is safe on disk). */
+export class EngineFailedError extends Error {
+  /** @param what the Worker's uncaught error */
+  constructor(what: string) {
+    super(`the engine stopped: ${what}; restart the server (committed data is safe)`);
+    this.name = "EngineFailedError";
+  }
+}
+
+type Attachment = { backend: RemoteBackend; attachments: number; compute_id: number };
+type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
+
+/** A Tarn engine running in a Worker. */
+export class EngineHost {
+  readonly #worker: Worker;
+  readonly #pending = new Map<number, Pending>();
+  readonly #backends = new Map<number, Attachment>();
+  /** Read-write computes this thread holds attachments to, by branch. */
+  readonly #running = new Map<string, Attachment>();
+  readonly #log: (event: string, fields: Record<string, unknown>) => void;
+  #next_id = 1;
+  #failure: Error | undefined;
+  readonly #lane_memory = makeLane();
+  readonly #lane = new LaneClient(this.#lane_memory, () => this.#worker.postMessage({ op: "wake" }));
+  #crashed!: (error: EngineFailedError) => void;
+  /** Resolves if the Worker dies (Postgres aborted, out of memory): every session fails from then on. */
+  readonly crashed: Promise<EngineFailedError> = new Promise((resolve) => this.#crashed = resolve);
+
+  private constructor(log: (event: string, fields: Record<string, unknown>) => void) {
+    this.#log = log;
+    this.#worker = new Worker(new URL("./engine_worker.ts", import.meta.url), { type: "module" });
+    this.#worker.onmessage = (event: MessageEvent<EngineReply>) => this.#receive(event.data);
+    this.#worker.onerror = (event) => {
+      event.preventDefault();
+      const error = new EngineFailedError(event.message);
+      this.#fail(error);
+      this.#crashed(error);
+    };
+  }
+
+  /** Starts the Worker and opens the data directory in it; rejects (and stops the Worker) when that fails. */
+  static async open(
+    options: EngineOpenOptions,
+    log: (event: string, fields: Record<string, unknown>) => void = () => {},
+  ): Promise<EngineHost> {
+    const host = new EngineHost(log);
+    try {
+      await host.#call({ op: "open", id: 0, options, lane: host.#lane_memory });
+    } catch (error) {
+      host.#worker.terminate();
+      throw error;
+    }
+    return host;
+  }
+
+  /**
+   * The compute of `branch` (read only at `at`), and how to let go of it: the server's `ComputeSource`. A branch
+   * whose compute this thread already holds is attached without waiting for the Worker (which may be busy running
+   * a statement), so a new connection is served its startup at once.
+   */
+  async attachCompute(
+    branch: string,
+    at?: BranchAt,
+  ): Promise<{ compute: SharedBackend; release: () => Promise<void> }> {
+    const attach_id = this.#next_id++;
+    let known = at === undefined ? this.#running.get(branch) : undefined;
+    if (known !== undefined) {
+      this.#send({ op: "attach_running", attach_id, compute_id: known.compute_id, branch });
+    } else {
+      const attached = await this.#call({ op: "attach", id: 0, attach_id, branch, at }) as AttachedCompute;
+      known = this.#backends.get(attached.compute_id);
+      if (known === undefined) {
+        const backend = new RemoteBackend(attached, (request) => this.#send(request), (request) => this.#exec(request));
+        known = { backend, attachments: 0, compute_id: attached.compute_id };
+        this.#backends.set(attached.compute_id, known);
+      }
+      if (at === undefined) this.#running.set(branch, known);
+    }
+    const attachment = known;
+    attachment.attachments++;
+    let released = false;
+    return {
+      compute: attachment.backend,
+      release: async () => {
+        if (released) return;
+        released = true;
+        if (--attachment.attachments === 0) {
+          this.#backends.delete(attachment.compute_id);
+          if (this.#running.get(branch) === attachment) this.#running.delete(branch);
+        }
+        await this.#call({ op: "release", id: 0, attach_id });
+      },
+    };
+  }
+
+  /** Closes the engine (stopping its computes cleanly) and the Worker. */
+  async close(): Promise<void> {
+    try {
+      if (this.#failure === undefined) await this.#call({ op: "close", id: 0 });
+    } finally {
+      this.#worker.terminate();
+      this.#fail(new Error("the engine is closed"));
+    }
+  }
+
+  #send(request: EngineRequest): void {
+    if (this.#failure !== undefined) throw this.#failure;
+    this.#worker.postMessage(request);
+    this.#lane.posted();
+  }
+
+  /** An exec by the lane when it is free, else by postMessage. */
+  async #exec(request: Extract<EngineRequest, { op: "exec" }>): Promise<ExecResult> {
+    if (this.#failure !== undefined || !this.#lane.available(request.bytes)) {
+      return await this.#call(request) as ExecResult;
+    }
+    const id = this.#next_id++;
+    const elsewhere = new Promise((resolve, reject) => this.#pending.set(id, { resolve, reject }));
+    const fields = [id, request.token, request.compute_id, request.acquire ? 1 : 0, request.seq];
+    const reply = await this.#lane.call(fields, request.bytes);
+    if (reply === undefined) return await elsewhere as ExecResult;
+    this.#pending.delete(id);
+    return { bytes: reply.subarray(1), released: reply[0] === 1 };
+  }
+
+  #call(request: EngineRequest & { id: number }): Promise<unknown> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    if (this.#pending.size >= MAX_PENDING) {
+      return Promise.reject(new Error(`more than ${MAX_PENDING} requests wait for the engine`));
+    }
+    const id = this.#next_id++;
+    return new Promise((resolve, reject) => {
+      this.#pending.set(id, { resolve, reject });
+      this.#worker.postMessage({ ...request, id });
+      this.#lane.posted();
+    });
+  }
+
+  #receive(reply: EngineReply): void {
+    if ("lane_wake" in reply) return this.#lane.woken();
+    if ("log" in reply) return this.#log(reply.log, reply.fields);
+    const pending = this.#pending.get(reply.id);
+    if (pending === undefined) return;
+    this.#pending.delete(reply.id);
+    if (reply.ok) return pending.resolve(reply.value);
+    const error = new Error(reply.error.message);
+    error.name = reply.error.name;
+    pending.reject(error);
+  }
+
+  #fail(error: Error): void {
+    this.#failure ??= error;
+    for (const pending of this.#pending.values()) pending.reject(error);
+    this.#pending.clear();
+  }
+}
+
+let next_token = 1;
+
+/** One compute in the Worker, as the server's sessions share it. */
+class RemoteBackend implements SharedBackend {
+  readonly #attached: AttachedCompute;
+  readonly #send: (request: EngineRequest) => void;
+  readonly #call: (request: Extract<EngineRequest, { op: "exec" }>) => Promise<ExecResult>;
+  /** The exec running now: the only one a cancel may reach. */
+  #running_seq: number | undefined;
+  #next_seq = 1;
+  /** Owners take the backend in call order: each waits for the one before to give it back. */
+  #owners: Promise<void> = Promise.resolve();
+
+  constructor(
+    attached: AttachedCompute,
+    send: (request: EngineRequest) => void,
+    call: (request: Extract<EngineRequest, { op: "exec" }>) => Promise<ExecResult>,
+  ) {
+    this.#attached = attached;
+    this.#send = send;
+    this.#call = call;
+  }
+
+  /** Waits for the backend, runs `fn` with it (taken in the Worker by the first exec), gives it back. */
+  async exclusive<T>(fn: BackendFn<T>): Promise<T> {
+    const previous = this.#owners;
+    let handBack!: () => void;
+    this.#owners = new Promise((resolve) => handBack = resolve);
+    await previous;
+    const ownership = { token: next_token++, held: false };
+    try {
+      // The Worker runs the idle-time policy itself whenever it gives the backend back.
+      return await fn((bytes) => this.#exec(ownership, bytes), () => Promise.resolve());
+    } finally {
+      handBack();
+      if (ownership.held) this.#send({ op: "done", token: ownership.token });
+    }
+  }
+
+  async #exec(ownership: { token: number; held: boolean }, bytes: Uint8Array): Promise<Uint8Array> {
+    const seq = this.#next_seq++;
+    const acquire = !ownership.held;
+    ownership.held = true;
+    this.#running_seq = seq;
+    try {
+      const { token } = ownership;
+      const compute_id = this.#attached.compute_id;
+      const result = await this.#call({ op: "exec", id: 0, token, compute_id, acquire, seq, bytes });
+      ownership.held = !result.released;
+      return result.bytes;
+    } finally {
+      this.#running_seq = undefined;
+    }
+  }
+
+  /** Asks Postgres to cancel the statement running now; false when there is none or it cannot be reached. */
+  cancel(): boolean {
+    const target = this.#attached.cancel;
+    if (target === undefined || this.#running_seq === undefined) return false;
+    Atomics.store(new Int32Array(target.control), CONTROL_CANCEL_SEQ, this.#running_seq);
+    const memory = new Int32Array(target.memory);
+    Atomics.store(memory, target.query_cancel_pending >> 2, 1);
+    Atomics.store(memory, target.interrupt_pending >> 2, 1);
+    return true;
+  }
+}

@@ -48,6 +48,9 @@ const SAMPLES: Message[] = [
     lsn_end: 0x100_0000n,
     bytes: new Uint8Array(0),
   },
+  { type: "hello", tenant_id: "t", timeline_id: "0123456789abcdef0123456789abcdef", segment_size: 16 * 1024 * 1024 },
+  { type: "hello", tenant_id: "A-z_9".repeat(12) + "abcd", timeline_id: "main", segment_size: 1024 * 1024 * 1024 },
+  { type: "hello_response", node_id: 0xffff_ffff, term: 4n, flush_lsn: 0x100_3000n, commit_lsn: 0x100_4000n },
 ];
 
 Deno.test("every message survives encoding and decoding", () => {
@@ -74,6 +77,15 @@ Deno.test("messages that break a rule cannot be encoded", () => {
       term_start_lsn: 0x100_2000n,
       term_history: [{ term: 4n, start_lsn: 1n }, { term: 4n, start_lsn: 0x100_2000n }],
     },
+    { type: "hello", tenant_id: "", timeline_id: "main", segment_size: 1024 * 1024 },
+    { type: "hello", tenant_id: "x".repeat(65), timeline_id: "main", segment_size: 1024 * 1024 },
+    { type: "hello", tenant_id: "../etc", timeline_id: "main", segment_size: 1024 * 1024 },
+    { type: "hello", tenant_id: "t", timeline_id: "tl\u00e9", segment_size: 1024 * 1024 },
+    { type: "hello", tenant_id: "t", timeline_id: "main", segment_size: 512 * 1024 },
+    { type: "hello", tenant_id: "t", timeline_id: "main", segment_size: 3 * 1024 * 1024 },
+    { type: "hello", tenant_id: "t", timeline_id: "main", segment_size: 2 ** 32 + 2 ** 20 },
+    { type: "hello_response", node_id: -1, term: 1n, flush_lsn: 0n, commit_lsn: 0n },
+    { type: "hello_response", node_id: 2 ** 32, term: 1n, flush_lsn: 0n, commit_lsn: 0n },
   ];
   for (const msg of bad) assert.throws(() => encodeMessage(msg), ProtocolFormatError, msg.type);
 });

@@ -9,6 +9,8 @@ import { crc32c } from "../../crc32c.ts";
 import { formatLsn, type Lsn } from "../../lsn.ts";
 import {
   type AppendStatus,
+  ID_PATTERN,
+  isSegmentSize,
   MAX_FRAME_BODY_BYTES,
   MAX_TERM_HISTORY,
   MAX_WAL_BYTES_PER_MESSAGE,
@@ -37,6 +39,8 @@ const TYPE_CODES = {
   append_response: 7,
   read_request: 8,
   read_response: 9,
+  hello: 10,
+  hello_response: 11,
 } as const;
 const TYPE_NAMES = Object.fromEntries(Object.entries(TYPE_CODES).map(([name, code]) => [code, name]));
 const APPEND_STATUSES: readonly AppendStatus[] = ["ok", "term_rejected", "not_elected", "gap"];
@@ -79,6 +83,12 @@ class Writer {
   raw(bytes: Uint8Array): void {
     this.bytes.set(bytes, this.at);
     this.at += bytes.length;
+  }
+
+  /** An id: u8 length, then its ASCII bytes (the caller checked it against `ID_PATTERN`). */
+  id(id: string): void {
+    this.u8(id.length);
+    for (let i = 0; i < id.length; i++) this.u8(id.charCodeAt(i));
   }
 
   history(history: TermHistory): void {
@@ -133,6 +143,15 @@ class Reader {
     return this.#bytes.slice(at, at + size_bytes);
   }
 
+  id(what: string): string {
+    const size_bytes = this.u8(`${what} length`);
+    const id = String.fromCharCode(...this.raw(size_bytes, what));
+    if (!ID_PATTERN.test(id)) {
+      throw new ProtocolFormatError(`${what} ${JSON.stringify(id)} is not 1-64 of [A-Za-z0-9_-]`);
+    }
+    return id;
+  }
+
   history(): TermHistory {
     const count = this.u32("term history length");
     if (count > MAX_TERM_HISTORY) throw new ProtocolFormatError(`term history of ${count} switches`);
@@ -173,7 +192,31 @@ function bodySize(msg: Message): number {
       return 24;
     case "read_response":
       return 8 + 1 + 16 + msg.bytes.length;
+    case "hello":
+      return 1 + msg.tenant_id.length + 1 + msg.timeline_id.length + 4;
+    case "hello_response":
+      return 4 + 24;
   }
+}
+
+/**
+ * What in a handshake message the writer cannot represent faithfully (a DataView would wrap a number, a long id
+ * would overflow its length byte), checked before writing; decoding checks the rest.
+ */
+function handshakeProblem(msg: Message): string | undefined {
+  if (msg.type === "hello") {
+    if (!ID_PATTERN.test(msg.tenant_id)) {
+      return `tenant id ${JSON.stringify(msg.tenant_id)} is not 1-64 of [A-Za-z0-9_-]`;
+    }
+    if (!ID_PATTERN.test(msg.timeline_id)) {
+      return `timeline id ${JSON.stringify(msg.timeline_id)} is not 1-64 of [A-Za-z0-9_-]`;
+    }
+    if (!isSegmentSize(msg.segment_size)) return `segment size ${msg.segment_size} is not a power of two 1 MiB..1 GiB`;
+  }
+  if (msg.type === "hello_response" && !(Number.isInteger(msg.node_id) && msg.node_id >= 0 && msg.node_id < 2 ** 32)) {
+    return `node id ${msg.node_id} is not a u32`;
+  }
+  return undefined;
 }
 
 function writeBody(w: Writer, msg: Message): void {
@@ -219,11 +262,22 @@ function writeBody(w: Writer, msg: Message): void {
       w.u64(msg.lsn_end);
       w.raw(msg.bytes);
       return;
+    case "hello":
+      w.id(msg.tenant_id);
+      w.id(msg.timeline_id);
+      w.u32(msg.segment_size);
+      return;
+    case "hello_response":
+      w.u32(msg.node_id);
+      for (const v of [msg.term, msg.flush_lsn, msg.commit_lsn]) w.u64(v);
+      return;
   }
 }
 
 /** Encodes `msg` as one frame. Throws {@linkcode ProtocolFormatError} for a message decoding would refuse. */
 export function encodeMessage(msg: Message): Uint8Array {
+  const problem = handshakeProblem(msg);
+  if (problem !== undefined) throw new ProtocolFormatError(problem);
   const body_bytes = bodySize(msg);
   const w = new Writer(FRAME_HEADER_BYTES + body_bytes + FRAME_TRAILER_BYTES);
   w.u32(FRAME_MAGIC);
@@ -296,6 +350,10 @@ function readBody(r: Reader, type: Message["type"]): Message {
       return readReadRequest(r);
     case "read_response":
       return readReadResponse(r);
+    case "hello":
+      return readHello(r);
+    case "hello_response":
+      return readHelloResponse(r);
   }
 }
 
@@ -390,4 +448,20 @@ function readReadResponse(r: Reader): Message {
 function checkRange(lsn_start: Lsn, lsn_end: Lsn): void {
   check(lsn_start <= lsn_end, `range ends at ${formatLsn(lsn_end)} before its start ${formatLsn(lsn_start)}`);
   check(lsn_end - lsn_start <= BigInt(MAX_WAL_BYTES_PER_MESSAGE), "range is over the per-message limit");
+}
+
+function readHello(r: Reader): Message {
+  const tenant_id = r.id("tenant id");
+  const timeline_id = r.id("timeline id");
+  const segment_size = r.u32("segment size");
+  check(isSegmentSize(segment_size), `segment size ${segment_size} is not a power of two 1 MiB..1 GiB`);
+  return { type: "hello", tenant_id, timeline_id, segment_size };
+}
+
+function readHelloResponse(r: Reader): Message {
+  const node_id = r.u32("node id");
+  const term = r.u64("term");
+  const flush_lsn = r.u64("flush LSN");
+  const commit_lsn = r.u64("commit LSN");
+  return { type: "hello_response", node_id, term, flush_lsn, commit_lsn };
 }

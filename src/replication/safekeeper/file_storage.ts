@@ -9,6 +9,7 @@ import { readCheckedJson, writeCheckedJson } from "../../checked_json.ts";
 import { CorruptDataError } from "../../errors.ts";
 import type { Lsn } from "../../lsn.ts";
 import { WalLog } from "../wal_log.ts";
+import { ID_PATTERN } from "./messages.ts";
 import { EMPTY_STATE, type SafekeeperState, type SafekeeperStorage } from "./storage.ts";
 import { termHistoryProblem } from "./term_history.ts";
 
@@ -21,9 +22,9 @@ const STATE_FILE = "safekeeper.json";
 export interface FileSafekeeperStorageOptions {
   /** The safekeeper's data directory. */
   dir: string;
-  /** The tenant: 32 hex characters. */
+  /** The tenant: matches {@linkcode ID_PATTERN} (1-64 of `[A-Za-z0-9_-]`, safe as a directory name). */
   tenant_id: string;
-  /** The timeline: 32 hex characters. */
+  /** The timeline: matches {@linkcode ID_PATTERN}. */
   timeline_id: string;
   /** PostgreSQL's WAL segment size in bytes. */
   segment_size: number;
@@ -51,7 +52,7 @@ export class FileSafekeeperStorage implements SafekeeperStorage {
   /** Opens (creating when absent) `dir/tenants/<tenant>/timelines/<timeline>/`. */
   static async open(opts: FileSafekeeperStorageOptions): Promise<FileSafekeeperStorage> {
     for (const [what, id] of [["tenant", opts.tenant_id], ["timeline", opts.timeline_id]]) {
-      if (!/^[0-9a-f]{32}$/.test(id)) throw new TypeError(`${what} id "${id}" must be 32 lower-case hex characters`);
+      if (!ID_PATTERN.test(id)) throw new TypeError(`${what} id "${id}" must be 1-64 of [A-Za-z0-9_-]`);
     }
     const dir = `${opts.dir}/tenants/${opts.tenant_id}/timelines/${opts.timeline_id}`;
     await Deno.mkdir(dir, { recursive: true });

@@ -138,6 +138,38 @@ export interface ReadResponse {
   readonly bytes: Uint8Array;
 }
 
+/**
+ * The first frame a client sends on a connection: it binds the connection to one timeline of one tenant. Every
+ * later frame on that connection is a {@linkcode ProposerMessage} for that timeline.
+ */
+export interface Hello {
+  /** Discriminant. */
+  readonly type: "hello";
+  /** The tenant (one PostgreSQL cluster): matches {@linkcode ID_PATTERN}. */
+  readonly tenant_id: string;
+  /** The timeline (one branch's history): matches {@linkcode ID_PATTERN}. */
+  readonly timeline_id: string;
+  /** PostgreSQL's WAL segment size in bytes: a power of two from {@linkcode MIN_SEGMENT_SIZE} to {@linkcode MAX_SEGMENT_SIZE}. */
+  readonly segment_size: number;
+}
+
+/** A safekeeper's answer to {@linkcode Hello}: who it is and where the timeline stands. */
+export interface HelloResponse {
+  /** Discriminant. */
+  readonly type: "hello_response";
+  /** The safekeeper's node id (its `--id`), a u32. */
+  readonly node_id: number;
+  /** The highest term it has seen for the timeline. */
+  readonly term: Term;
+  /** The end of its durable WAL. */
+  readonly flush_lsn: Lsn;
+  /** The commit LSN it last heard of (advisory). */
+  readonly commit_lsn: Lsn;
+}
+
+/** The connection handshake: {@linkcode Hello} and its answer. */
+export type HandshakeMessage = Hello | HelloResponse;
+
 /** What a proposer (or a reader) sends to a safekeeper. */
 export type ProposerMessage = StatusRequest | VoteRequest | Elected | AppendRequest | ReadRequest;
 
@@ -145,7 +177,21 @@ export type ProposerMessage = StatusRequest | VoteRequest | Elected | AppendRequ
 export type SafekeeperMessage = StatusResponse | VoteResponse | AppendResponse | ReadResponse;
 
 /** Any message of the protocol. */
-export type Message = ProposerMessage | SafekeeperMessage;
+export type Message = HandshakeMessage | ProposerMessage | SafekeeperMessage;
+
+/** Tenant and timeline ids: 1 to 64 letters, digits, `_` or `-` (safe as a directory name). */
+export const ID_PATTERN: RegExp = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** The smallest WAL segment size a {@linkcode Hello} may name (PostgreSQL's own lower bound). */
+export const MIN_SEGMENT_SIZE = 1024 * 1024;
+
+/** The largest WAL segment size a {@linkcode Hello} may name (PostgreSQL's own upper bound). */
+export const MAX_SEGMENT_SIZE = 1024 * 1024 * 1024;
+
+/** Whether `size` is a WAL segment size a {@linkcode Hello} may name: a power of two within the bounds. */
+export function isSegmentSize(size: number): boolean {
+  return Number.isInteger(size) && size >= MIN_SEGMENT_SIZE && size <= MAX_SEGMENT_SIZE && (size & (size - 1)) === 0;
+}
 
 /** The most WAL bytes one append or read carries. */
 export const MAX_WAL_BYTES_PER_MESSAGE = 8 * 1024 * 1024;

@@ -370,5 +370,9 @@ function describe(msg: Message): string {
       return `read? t${msg.term} ${formatLsn(msg.lsn_start)}..${formatLsn(msg.lsn_end)}`;
     case "read_response":
       return `read t${msg.term} ${msg.status} ${formatLsn(msg.lsn_start)}..${formatLsn(msg.lsn_end)}`;
+    case "hello":
+      return `hello ${msg.tenant_id}/${msg.timeline_id}`;
+    case "hello_response":
+      return `hello from ${msg.node_id} t${msg.term} flush ${formatLsn(msg.flush_lsn)}`;
   }
 }

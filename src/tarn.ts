@@ -22,7 +22,8 @@ import {
   type TenantFile,
   writeTenantFile,
 } from "./tenant_file.ts";
-import { closeStorage, Timelines } from "./timelines.ts";
+import { parseSafekeeperAddress, SafekeeperAddressError } from "./replication/safekeeper_client.ts";
+import { closeStorage, Timelines, type WalQuorum } from "./timelines.ts";
 
 /** Tuning knobs; the defaults suit tests and small databases. */
 export type TarnOptions = {
@@ -39,6 +40,15 @@ export type TarnOptions = {
    * default, stops it at once.
    */
   compute_idle_ms?: number;
+  /**
+   * Safekeepers (`HOST:PORT`) that make the WAL durable: a commit returns once a majority has fsynced it. Needs a
+   * directory. Default: none, the WAL is fsynced locally.
+   */
+  safekeepers?: string[];
+  /** How long opening a branch waits for a majority of safekeepers (ms). Default 30 s. */
+  election_timeout_ms?: number;
+  /** Structured events (safekeeper connections, elections, commits waiting for a majority). Default: none. */
+  log?: (event: string, fields: Record<string, unknown>) => void;
 };
 
 /** A branch as {@linkcode Tarn.branches} lists it. */
@@ -60,6 +70,8 @@ export type BranchStart = { from?: string; at?: BranchAt };
 export type ConnectOptions = { at?: BranchAt; readOnly?: boolean };
 
 const MAIN = "main";
+/** Each page store's cache of decompressed blocks. */
+const BLOCK_CACHE_BYTES = 4 * 1024 * 1024;
 const BRANCH_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 /** An open Tarn database. */
@@ -132,15 +144,31 @@ export class Tarn {
     }
     const config: TenantFile = tenant;
     const catalog = await BranchCatalog.open(dir, config.timeline_id, new Date(config.created_at));
-    const timelines = new Timelines(dir, config.segment_size, catalog, 4 * 1024 * 1024);
+    const quorum = walQuorum(dir, config.timeline_id, options);
     if (fresh) {
-      const { pages, wal } = await timelines.open(config.timeline_id);
+      // The initial cluster goes to the local log first: the safekeepers' log of a new database starts after it.
+      const bootstrap = new Timelines(dir, config.segment_size, catalog, BLOCK_CACHE_BYTES);
+      const { pages, wal } = await bootstrap.open(config.timeline_id);
       importTemplate(await clusterTemplate(), pages, wal);
       await pages.flush(await wal.flush());
+      if (quorum !== undefined) await bootstrap.closeAll();
       if (dir !== undefined) await writeTenantFile(dir, config);
+      if (quorum === undefined) return await Tarn.#start(dir, lock, catalog, bootstrap, config, options);
     } else if (dir !== undefined) {
       await removeUnfinished(dir, catalog.list().map((b) => b.timeline_id));
     }
+    const timelines = new Timelines(dir, config.segment_size, catalog, BLOCK_CACHE_BYTES, quorum);
+    return await Tarn.#start(dir, lock, catalog, timelines, config, options);
+  }
+
+  static async #start(
+    dir: string | undefined,
+    lock: DirLock | undefined,
+    catalog: BranchCatalog,
+    timelines: Timelines,
+    config: TenantFile,
+    options: TarnOptions,
+  ): Promise<Tarn> {
     const compute_options: ComputeOptions = {
       segment_size: config.segment_size,
       checkpoint_wal_bytes: options.checkpoint_wal_bytes ?? 16 * 1024 * 1024,
@@ -433,4 +461,16 @@ async function removeUnfinished(dir: string, keep: string[]): Promise<void> {
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
+}
+
+/** The safekeepers of `options`, if any, for the database whose root timeline is `tenant_id`. */
+function walQuorum(dir: string | undefined, tenant_id: string, options: TarnOptions): WalQuorum | undefined {
+  if (options.safekeepers === undefined || options.safekeepers.length === 0) return undefined;
+  if (dir === undefined) throw new SafekeeperAddressError("(an in-memory database cannot use safekeepers)");
+  return {
+    safekeepers: options.safekeepers.map(parseSafekeeperAddress),
+    tenant_id,
+    election_timeout_ms: options.election_timeout_ms ?? 30_000,
+    log: options.log ?? (() => {}),
+  };
 }

@@ -7,7 +7,10 @@
 import assert from "node:assert/strict";
 import type { TimelineStorage } from "./compute/compute.ts";
 import type { Lsn } from "./lsn.ts";
+import { QuorumWal } from "./replication/quorum_wal.ts";
+import type { SafekeeperAddress } from "./replication/safekeeper_client.ts";
 import { TimelineWal } from "./replication/timeline_wal.ts";
+import type { OwnWal } from "./replication/wal_api.ts";
 import { WalLog } from "./replication/wal_log.ts";
 import type { BranchCatalog } from "./storage/branch_catalog.ts";
 import { PageStore } from "./storage/page_store.ts";
@@ -16,6 +19,16 @@ import { newTimelineId } from "./tenant_file.ts";
 /** Where a timeline's ancestry comes from: the catalog for named branches, or given for ephemeral ones. */
 type Lineage = { parent_timeline_id?: string; branch_lsn: Lsn };
 
+/** Safekeepers that make the WAL of a database's durable timelines durable, instead of local fsyncs. */
+export type WalQuorum = {
+  safekeepers: SafekeeperAddress[];
+  /** Names the database on the safekeepers (its root timeline id). */
+  tenant_id: string;
+  /** How long opening a timeline waits to be elected by a majority (ms). */
+  election_timeout_ms: number;
+  log: (event: string, fields: Record<string, unknown>) => void;
+};
+
 /** Opens, creates and removes timelines; shares one open store per timeline. */
 export class Timelines {
   readonly #dir: string | undefined;
@@ -23,14 +36,24 @@ export class Timelines {
   readonly #catalog: BranchCatalog;
   readonly #block_cache_bytes: number;
   readonly #open = new Map<string, Promise<TimelineStorage>>();
+  readonly #quorum: WalQuorum | undefined;
 
   /**
    * @param dir the data directory (undefined: memory only)
    * @param segment_size WAL segment size in bytes
    * @param catalog where a timeline's parent and branch point are found
    * @param block_cache_bytes each page store's decompressed-block cache
+   * @param quorum safekeepers for the WAL of catalogued timelines (needs `dir`); undefined: local fsyncs
    */
-  constructor(dir: string | undefined, segment_size: number, catalog: BranchCatalog, block_cache_bytes: number) {
+  constructor(
+    dir: string | undefined,
+    segment_size: number,
+    catalog: BranchCatalog,
+    block_cache_bytes: number,
+    quorum?: WalQuorum,
+  ) {
+    assert(quorum === undefined || dir !== undefined, "safekeepers need a data directory");
+    this.#quorum = quorum;
     this.#dir = dir;
     this.#segment_size = segment_size;
     this.#catalog = catalog;
@@ -43,8 +66,12 @@ export class Timelines {
     if (storage === undefined) {
       const branch = this.#catalog.byTimeline(timeline_id);
       assert(branch !== undefined, `timeline ${timeline_id} is in no branch`);
-      storage = this.#openWith(timeline_id, branch, this.#dir);
-      this.#open.set(timeline_id, storage);
+      const opening = this.#openWith(timeline_id, branch, this.#dir);
+      // A failed open (safekeepers unreachable) is not remembered: the next use tries again.
+      opening.catch(() => {
+        if (this.#open.get(timeline_id) === opening) this.#open.delete(timeline_id);
+      });
+      this.#open.set(timeline_id, storage = opening);
     }
     return storage;
   }
@@ -62,11 +89,39 @@ export class Timelines {
       memory_limit_bytes: this.#block_cache_bytes,
       ancestor: parent === undefined ? undefined : { source: parent.pages, branch_lsn: lineage.branch_lsn },
     });
-    const own = await WalLog.open({
+    let own: OwnWal;
+    try {
+      own = await this.#openOwnWal(timeline_id, lineage.branch_lsn, dir);
+    } catch (error) {
+      await pages.close();
+      throw error;
+    }
+    return { pages, wal: new TimelineWal(own, parent?.wal, lineage.branch_lsn, this.#segment_size) };
+  }
+
+  /** The timeline's own WAL: a local log, which a quorum of safekeepers makes durable when there is one. */
+  async #openOwnWal(timeline_id: string, branch_lsn: Lsn, dir: string | undefined): Promise<OwnWal> {
+    const local = await WalLog.open({
       dir: dir === undefined ? undefined : `${dir}/timelines/${timeline_id}`,
       segment_size: this.#segment_size,
     });
-    return { pages, wal: new TimelineWal(own, parent?.wal, lineage.branch_lsn, this.#segment_size) };
+    const quorum = this.#quorum;
+    if (quorum === undefined || dir === undefined) return local;
+    try {
+      return await QuorumWal.open({
+        local,
+        safekeepers: quorum.safekeepers,
+        tenant_id: quorum.tenant_id,
+        timeline_id,
+        segment_size: this.#segment_size,
+        timeline_start_lsn: branch_lsn,
+        election_timeout_ms: quorum.election_timeout_ms,
+        log: quorum.log,
+      });
+    } catch (error) {
+      await local.close();
+      throw error;
+    }
   }
 
   /** Closes a timeline's stores (its compute must be stopped) and deletes its files. */

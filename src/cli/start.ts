@@ -16,6 +16,8 @@ export const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on em
   --host ADDR         address to listen on (default 127.0.0.1; beyond loopback needs --password-file)
   --password-file F   require the password in F (its first line) from every client: SCRAM-SHA-256
   --page-cache-mb N   each branch compute's page cache (default 128: a server's working set is larger)
+  --safekeepers LIST  HOST:PORT,HOST:PORT,...: a commit returns once a majority of these safekeepers
+                      (tarn safekeeper) has fsynced its WAL; without it, the WAL is fsynced locally
   --log-format F      text (default) or json: one JSON object a line
 
 Connect with: psql "postgresql://postgres@127.0.0.1:55432/postgres"
@@ -34,6 +36,7 @@ export async function start(args: string[]): Promise<void> {
     "--log-format": (v) => v === "text" || v === "json",
     "--password-file": (v) => v.length > 0,
     "--page-cache-mb": (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 65536,
+    "--safekeepers": (v) => v.split(",").every((address) => /^.+:\d{1,5}$/.test(address)),
   });
   const host = flagValue(flags, "--host", "127.0.0.1");
   const password = await readPassword(flags["--password-file"]);
@@ -44,7 +47,8 @@ export async function start(args: string[]): Promise<void> {
   const dir = flagValue(flags, "--data", "./tarn-data");
   const page_cache_pages = Number(flagValue(flags, "--page-cache-mb", "128")) * 128; // 8 KiB pages
   // The engine runs in a Worker: this thread keeps serving sockets (and CancelRequests) while a statement runs.
-  const engine = await EngineHost.open({ dir, compute_idle_ms: 60_000, page_cache_pages }, log);
+  const safekeepers = typeof flags["--safekeepers"] === "string" ? flags["--safekeepers"].split(",") : undefined;
+  const engine = await EngineHost.open({ dir, compute_idle_ms: 60_000, page_cache_pages, safekeepers }, log);
   const port = Number(flagValue(flags, "--port", "55432"));
   const server = TarnServer.start(engine, { hostname: host, port, log, password });
   log("listening", { host, port: server.port, data: dir });

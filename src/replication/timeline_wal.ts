@@ -6,12 +6,12 @@
  */
 import assert from "node:assert/strict";
 import { formatLsn, type Lsn } from "../lsn.ts";
-import type { WalSink, WalSource } from "./wal_api.ts";
+import type { OwnWal, WalSink, WalSource } from "./wal_api.ts";
 import { WalLog } from "./wal_log.ts";
 
 /** The WAL of one timeline, as its compute and its children see it. */
 export class TimelineWal implements WalSink, WalSource {
-  #own: WalLog;
+  #own: OwnWal;
   readonly #ancestor: WalSource | undefined;
   readonly #branch_lsn: Lsn;
   readonly #segment_size: number;
@@ -22,7 +22,7 @@ export class TimelineWal implements WalSink, WalSource {
    * @param branch_lsn where this timeline branched off (0 for a root)
    * @param segment_size WAL segment size in bytes
    */
-  constructor(own: WalLog, ancestor: WalSource | undefined, branch_lsn: Lsn, segment_size: number) {
+  constructor(own: OwnWal, ancestor: WalSource | undefined, branch_lsn: Lsn, segment_size: number) {
     assert(ancestor !== undefined || branch_lsn === 0n, "a root timeline has no branch point");
     this.#segment_size = segment_size;
     this.#own = own;
@@ -31,7 +31,7 @@ export class TimelineWal implements WalSink, WalSource {
   }
 
   /** The timeline's own log. */
-  get own(): WalLog {
+  get own(): OwnWal {
     return this.#own;
   }
 

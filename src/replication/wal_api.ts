@@ -35,3 +35,9 @@ export interface WalSource {
   /** Allows the log to drop WAL before `lsn` (the redo point of the newest durable checkpoint, or history). */
   retainFrom(lsn: Lsn): void;
 }
+
+/** A timeline's own WAL: the embedded `WalLog`, or a `QuorumWal` on safekeepers. */
+export interface OwnWal extends WalSink, WalSource {
+  /** Persists what it can and releases its files and connections. */
+  close(): Promise<void>;
+}

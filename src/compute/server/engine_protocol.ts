@@ -22,6 +22,8 @@ export type EngineOpenOptions = {
   compute_idle_ms: number;
   /** Pages in each compute's page cache. */
   page_cache_pages: number;
+  /** Safekeepers (`HOST:PORT`) for the WAL; none: local fsyncs. */
+  safekeepers?: string[];
 };
 
 /** What a connection's compute looks like to the server's thread. */

@@ -80,6 +80,8 @@ async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
   tarn = await Tarn.open(options.dir, {
     compute_idle_ms: options.compute_idle_ms,
     page_cache_pages: options.page_cache_pages,
+    safekeepers: options.safekeepers,
+    log: (event, fields) => self.postMessage({ log: event, fields } satisfies EngineReply),
   });
   lane_server = new LaneServer(lane, () => self.postMessage({ lane_wake: true } satisfies EngineReply));
   lane_server.serve(execFromLane, (posted) => in_progress === 0 && received === posted);

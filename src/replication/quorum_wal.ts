@@ -1,0 +1,316 @@
+/**
+ * A timeline's WAL made durable by a quorum of safekeepers instead of a local fsync: the compute side of
+ * `docs/safekeeper_protocol.md`. It runs the {@linkcode Proposer} over one {@linkcode SafekeeperClient} per
+ * safekeeper; {@linkcode QuorumWal.flush} resolves only when a majority has fsynced everything appended before it.
+ *
+ * The local WAL log is a cache holding committed WAL only (written without waiting for its fsync): what a restart
+ * replays and branches read. WAL not yet committed lives in memory until a majority has it. Opening elects this
+ * process for the timeline and first copies into the local log whatever committed WAL it lacks, from the quorum.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import { formatLsn, type Lsn } from "../lsn.ts";
+import { type Outgoing, Proposer, ProposerBackpressureError } from "./proposer.ts";
+import { type SafekeeperAddress, SafekeeperClient } from "./safekeeper_client.ts";
+import type { OwnWal } from "./wal_api.ts";
+import type { WalLog } from "./wal_log.ts";
+
+/** How often the proposer's retry timer runs (ms). */
+const TICK_MS = 50;
+/** A commit waiting longer than this is logged with the reason (ms). */
+const STALL_LOG_MS = 5_000;
+/** Pieces appended to the proposer, so that no single append exceeds its in-memory limit. */
+const PIECE_BYTES = 1024 * 1024;
+/** Committed WAL written to the local cache is fsynced (in the background) once this much is unsynced. */
+const LOCAL_SYNC_BYTES = 8n * 1024n * 1024n;
+/** The most uncommitted WAL held in memory before appends fail (bytes). */
+const MAX_PENDING_BYTES = 1024 * 1024 * 1024;
+
+/** No majority of safekeepers could be reached or elected this compute in time. */
+export class QuorumUnavailableError extends Error {
+  /** @param detail what was reached */
+  constructor(detail: string) {
+    super(`no majority of safekeepers elected this compute: ${detail}; start more of them or check --safekeepers`);
+    this.name = "QuorumUnavailableError";
+  }
+}
+
+/** Another proposer took over the timeline (or the safekeepers disagree with the local WAL): stop writing. */
+export class QuorumLostError extends Error {
+  /** @param reason why */
+  constructor(reason: string) {
+    super(`the safekeepers no longer accept this compute's WAL: ${reason}; restart it`);
+    this.name = "QuorumLostError";
+  }
+}
+
+/** Options of {@linkcode QuorumWal.open}. */
+export type QuorumWalOptions = {
+  /** The local cache of committed WAL (the timeline's own log). */
+  local: WalLog;
+  safekeepers: SafekeeperAddress[];
+  tenant_id: string;
+  timeline_id: string;
+  segment_size: number;
+  /** Where the timeline's WAL starts when the safekeepers hold none of it yet. */
+  timeline_start_lsn: Lsn;
+  /** How long to wait for an election (ms). */
+  election_timeout_ms: number;
+  log: (event: string, fields: Record<string, unknown>) => void;
+};
+
+type Waiter = { target_lsn: Lsn; since_ms: number; resolve: (lsn: Lsn) => void; reject: (error: Error) => void };
+
+/** The WAL of one timeline, durable on a majority of safekeepers. */
+export class QuorumWal implements OwnWal {
+  readonly #options: QuorumWalOptions;
+  readonly #local: WalLog;
+  readonly #proposer: Proposer;
+  readonly #clients: SafekeeperClient[];
+  /** Appended WAL not yet in the local cache, in order and contiguous from the cache's end. */
+  readonly #pending: { lsn: Lsn; bytes: Uint8Array }[] = [];
+  #pending_bytes = 0;
+  #end_lsn: Lsn;
+  /** Pieces of #pending from here on are not yet taken by the proposer. */
+  #fed_lsn: Lsn;
+  readonly #waiters: Waiter[] = [];
+  #ticker: ReturnType<typeof setInterval> | undefined;
+  #stall_logged = false;
+  #local_sync: Promise<unknown> = Promise.resolve();
+  #failure: Error | undefined;
+
+  private constructor(options: QuorumWalOptions) {
+    this.#options = options;
+    this.#local = options.local;
+    this.#end_lsn = this.#fed_lsn = options.local.end_lsn;
+    const recover_from_lsn = options.local.end_lsn === 0n ? options.timeline_start_lsn : options.local.end_lsn;
+    this.#proposer = new Proposer({
+      proposer_id: randomProposerId(),
+      safekeepers: options.safekeepers.map((_, i) => i),
+      timeline_start_lsn: recover_from_lsn,
+      recover_from_lsn,
+    });
+    this.#clients = options.safekeepers.map((address, i) =>
+      new SafekeeperClient({
+        address,
+        tenant_id: options.tenant_id,
+        timeline_id: options.timeline_id,
+        segment_size: options.segment_size,
+        on_message: (msg) => this.#deliver(this.#proposer.onMessage(i, msg)),
+        log: (event, fields) => options.log(event, { timeline_id: options.timeline_id, ...fields }),
+      })
+    );
+  }
+
+  /** Connects, wins an election and brings the local cache up to the elected log's end. */
+  static async open(options: QuorumWalOptions): Promise<QuorumWal> {
+    const wal = new QuorumWal(options);
+    try {
+      await wal.#elect();
+    } catch (error) {
+      await wal.#stop();
+      throw error;
+    }
+    return wal;
+  }
+
+  async #elect(): Promise<void> {
+    this.#ticker = setInterval(() => this.#onTick(), TICK_MS);
+    this.#deliver(this.#proposer.start());
+    const deadline_ms = performance.now() + this.#options.election_timeout_ms;
+    while (this.#proposer.state !== "streaming") {
+      if (this.#proposer.state === "deposed") throw new QuorumUnavailableError(this.#proposer.deposed_reason);
+      if (performance.now() > deadline_ms) {
+        const reached = this.#clients.filter((c) => c.connected).length;
+        throw new QuorumUnavailableError(
+          `${reached} of ${this.#clients.length} reachable after ${this.#options.election_timeout_ms} ms`,
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, TICK_MS / 2));
+    }
+    const local_end = this.#local.end_lsn;
+    const term_start = this.#proposer.term_start_lsn;
+    if (term_start < local_end) {
+      throw new QuorumLostError(
+        `they hold this timeline's WAL up to ${formatLsn(term_start)}, but its local WAL reaches ` +
+          `${formatLsn(local_end)}: they are not this timeline's safekeepers, or lost data`,
+      );
+    }
+    if (term_start > local_end) {
+      const start = local_end === 0n ? this.#options.timeline_start_lsn : local_end;
+      this.#local.append(start, this.#proposer.recoveredWal(start));
+      await this.#local.flush();
+    }
+    assert(this.#local.end_lsn === term_start || this.#local.end_lsn === 0n);
+    this.#end_lsn = this.#fed_lsn = term_start;
+    this.#options.log("elected", {
+      timeline_id: this.#options.timeline_id,
+      term: Number(this.#proposer.term),
+      start_lsn: formatLsn(term_start),
+    });
+  }
+
+  /** The first LSN still held locally. */
+  get start_lsn(): Lsn {
+    return this.#local.start_lsn;
+  }
+
+  /** The end of everything appended. */
+  get end_lsn(): Lsn {
+    return this.#end_lsn;
+  }
+
+  /** The end of what a majority of safekeepers holds (committed). */
+  get flush_lsn(): Lsn {
+    const committed = this.#proposer.commit_lsn;
+    return committed > this.#local.end_lsn ? committed : this.#local.end_lsn;
+  }
+
+  /** Appends WAL at the end; an overlap must repeat what was appended (WAL sent to safekeepers cannot change). */
+  append(lsn_start: Lsn, bytes: Uint8Array): void {
+    if (this.#failure !== undefined) throw this.#failure;
+    assert(lsn_start <= this.#end_lsn, `WAL append at ${formatLsn(lsn_start)} leaves a gap`);
+    if (lsn_start < this.#end_lsn) {
+      const overlap = Number(this.#end_lsn - lsn_start);
+      const held = this.read(lsn_start, lsn_start + BigInt(Math.min(overlap, bytes.length)));
+      if (!held.every((byte, i) => byte === bytes[i])) {
+        throw new QuorumLostError(`Postgres rewrote WAL at ${formatLsn(lsn_start)} that safekeepers already have`);
+      }
+      bytes = bytes.subarray(Math.min(overlap, bytes.length));
+      lsn_start = this.#end_lsn;
+    }
+    if (this.#pending_bytes + bytes.length > MAX_PENDING_BYTES) {
+      throw new QuorumLostError(`more than ${MAX_PENDING_BYTES} bytes of WAL wait for a majority`);
+    }
+    for (let at = 0; at < bytes.length; at += PIECE_BYTES) {
+      const piece = bytes.slice(at, at + PIECE_BYTES);
+      this.#pending.push({ lsn: lsn_start + BigInt(at), bytes: piece });
+      this.#pending_bytes += piece.length;
+    }
+    this.#end_lsn = lsn_start + BigInt(bytes.length);
+    this.#feed();
+  }
+
+  /** Resolves with the committed end once a majority holds everything appended so far. */
+  flush(): Promise<Lsn> {
+    if (this.#failure !== undefined) return Promise.reject(this.#failure);
+    const target_lsn = this.#end_lsn;
+    if (this.flush_lsn >= target_lsn) return Promise.resolve(this.flush_lsn);
+    return new Promise((resolve, reject) => {
+      this.#waiters.push({ target_lsn, since_ms: performance.now(), resolve, reject });
+    });
+  }
+
+  /** WAL bytes of [lsn_start, lsn_end): committed from the local cache, the rest from memory; zeros past the end. */
+  read(lsn_start: Lsn, lsn_end: Lsn): Uint8Array {
+    const local_end = this.#local.end_lsn;
+    const out = new Uint8Array(Number(lsn_end - lsn_start));
+    if (lsn_start < local_end) out.set(this.#local.read(lsn_start, lsn_end < local_end ? lsn_end : local_end), 0);
+    for (const { lsn, bytes } of this.#pending) {
+      const piece_end = lsn + BigInt(bytes.length);
+      if (piece_end <= lsn_start || lsn >= lsn_end) continue;
+      const from = lsn > lsn_start ? lsn : lsn_start;
+      const to = piece_end < lsn_end ? piece_end : lsn_end;
+      out.set(bytes.subarray(Number(from - lsn), Number(to - lsn)), Number(from - lsn_start));
+    }
+    return out;
+  }
+
+  /** The local cache may drop WAL before `lsn`. */
+  retainFrom(lsn: Lsn): void {
+    this.#local.retainFrom(lsn);
+  }
+
+  /** Stops the proposer (uncommitted WAL is dropped: it was never acknowledged) and closes the local cache. */
+  async close(): Promise<void> {
+    await this.#stop();
+    this.#fail(new QuorumLostError("the timeline's WAL is closed"));
+    await this.#local_sync;
+    await this.#local.close();
+  }
+
+  async #stop(): Promise<void> {
+    clearInterval(this.#ticker);
+    await Promise.all(this.#clients.map((client) => client.close()));
+  }
+
+  #deliver(outgoing: Outgoing[]): void {
+    this.#send(outgoing);
+    this.#progress();
+  }
+
+  #send(outgoing: Outgoing[]): void {
+    for (const { to, msg } of outgoing) this.#clients[to].send(msg);
+  }
+
+  #onTick(): void {
+    this.#deliver(this.#proposer.tick());
+    const oldest = this.#waiters[0];
+    if (oldest === undefined) {
+      this.#stall_logged = false;
+    } else if (!this.#stall_logged && performance.now() - oldest.since_ms > STALL_LOG_MS) {
+      this.#stall_logged = true;
+      const reached = this.#clients.filter((c) => c.connected).length;
+      this.#options.log("commits_waiting", {
+        timeline_id: this.#options.timeline_id,
+        reason: `a majority of ${this.#clients.length} safekeepers must hold the WAL; ${reached} reachable`,
+        waiting_since_ms: Math.round(performance.now() - oldest.since_ms),
+      });
+    }
+  }
+
+  /** Passes pending WAL to the proposer as far as its limit allows. */
+  #feed(): void {
+    if (this.#proposer.state !== "streaming") return;
+    for (const { lsn, bytes } of this.#pending) {
+      if (lsn < this.#fed_lsn) continue;
+      let outgoing: Outgoing[];
+      try {
+        outgoing = this.#proposer.append(lsn, bytes);
+      } catch (error) {
+        if (error instanceof ProposerBackpressureError) return;
+        throw error;
+      }
+      this.#fed_lsn = lsn + BigInt(bytes.length);
+      this.#send(outgoing);
+    }
+  }
+
+  /** After any message: moves committed WAL to the local cache, wakes commits, and feeds the proposer more. */
+  #progress(): void {
+    if (this.#proposer.state === "deposed") {
+      this.#options.log("deposed", { timeline_id: this.#options.timeline_id, reason: this.#proposer.deposed_reason });
+      this.#fail(new QuorumLostError(this.#proposer.deposed_reason));
+      return;
+    }
+    const committed = this.#proposer.commit_lsn;
+    while (this.#pending.length > 0 && this.#pending[0].lsn < committed) {
+      const { lsn, bytes } = this.#pending[0];
+      const take = Number(committed - lsn) < bytes.length ? Number(committed - lsn) : bytes.length;
+      this.#local.append(lsn, bytes.subarray(0, take));
+      if (take === bytes.length) this.#pending.shift();
+      else this.#pending[0] = { lsn: lsn + BigInt(take), bytes: bytes.subarray(take) };
+      this.#pending_bytes -= take;
+    }
+    if (this.#local.end_lsn - this.#local.flush_lsn >= LOCAL_SYNC_BYTES) {
+      this.#local_sync = this.#local_sync.then(() => this.#local.flush()).catch((error) =>
+        this.#options.log("local_wal_sync_failed", { message: String(error) })
+      );
+    }
+    const flushed = this.flush_lsn;
+    while (this.#waiters.length > 0 && this.#waiters[0].target_lsn <= flushed) this.#waiters.shift()!.resolve(flushed);
+    if (this.#fed_lsn < this.#end_lsn) this.#feed();
+  }
+
+  #fail(error: Error): void {
+    this.#failure ??= error;
+    clearInterval(this.#ticker);
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#failure);
+  }
+}
+
+function randomProposerId(): bigint {
+  const words = crypto.getRandomValues(new Uint32Array(2));
+  return ((BigInt(words[0]) << 32n) | BigInt(words[1])) || 1n;
+}

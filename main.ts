@@ -8,6 +8,7 @@ import denoConfig from "./deno.json" with { type: "json" };
 import { branch, status } from "./src/cli/branch.ts";
 import { demo } from "./src/cli/demo.ts";
 import { UsageError } from "./src/cli/flags.ts";
+import { safekeeper } from "./src/cli/safekeeper.ts";
 import { start } from "./src/cli/start.ts";
 
 const HELP = `tarn ${denoConfig.version}: PostgreSQL with compute separated from storage
@@ -16,10 +17,11 @@ Usage:
   tarn start [--data DIR] [--port N]   serve PostgreSQL on 127.0.0.1:55432, data in ./tarn-data
   tarn branch create|list|delete|reset|protect ...   manage branches of a data directory
   tarn status [--data DIR]             branches and disk use
+  tarn safekeeper --data DIR --listen HOST:PORT --id N   keep WAL durable as one of a quorum
   tarn demo [--data DIR]               a short embedded session
   tarn --help | --version
 
-Every command takes --help. Roles still to come: safekeeper, pageserver, compute.`;
+Every command takes --help. Roles still to come: pageserver, compute.`;
 
 /** Errors a user can meet (typed in src/errors.ts): their message is the whole story, no stack trace. */
 const USER_ERRORS = new Set([
@@ -37,7 +39,7 @@ const USER_ERRORS = new Set([
   "LsnOutOfRangeError",
 ]);
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { start, branch, status, demo };
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { start, branch, status, demo, safekeeper };
 
 async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;

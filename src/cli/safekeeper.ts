@@ -1,0 +1,64 @@
+/**
+ * `tarn safekeeper`: the WAL safekeeper role, serving its protocol and HTTP status on one TCP port.
+ *
+ * @module
+ */
+import { SafekeeperServer } from "../replication/safekeeper/server.ts";
+import { flagValue, parseFlags, UsageError } from "./flags.ts";
+import { makeLogger } from "./log.ts";
+
+/** Help text. */
+export const SAFEKEEPER_HELP = `tarn safekeeper: keep WAL durable for computes, as one member of a quorum
+
+  --data DIR          data directory (required; created if missing): tenants/<tenant>/timelines/<timeline>/
+  --listen HOST:PORT  address for the safekeeper protocol and HTTP (required; port 0 picks a free one;
+                      an IPv6 host goes in brackets: [::1]:7676)
+  --id N              this safekeeper's node id, 0 to 4294967295 (required; unique in the quorum)
+  --log-format F      text (default) or json: one JSON object a line
+
+The same port answers HTTP: GET /status (JSON: term, flush LSN, commit LSN, lag per timeline) and GET /metrics
+(Prometheus). There is no authentication yet: any host that reaches the port can write WAL and read it, so listen
+beyond loopback only on a network you trust.
+Stops cleanly on SIGINT or SIGTERM.`;
+
+/** Serves until SIGINT or SIGTERM, then shuts down cleanly. */
+export async function safekeeper(args: string[]): Promise<void> {
+  if (args.includes("--help")) return console.log(SAFEKEEPER_HELP);
+  const { flags } = parseFlags("safekeeper", args, {
+    "--data": (v) => v.length > 0,
+    "--listen": (v) => parseListen(v) !== undefined,
+    "--id": (v) => /^\d{1,10}$/.test(v) && Number(v) < 2 ** 32,
+    "--log-format": (v) => v === "text" || v === "json",
+  });
+  for (const name of ["--data", "--listen", "--id"]) {
+    if (flags[name] === undefined) throw new UsageError(`tarn safekeeper: ${name} is required; see --help`);
+  }
+  const { hostname, port } = parseListen(flagValue(flags, "--listen", ""))!;
+  const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
+  const dir = flagValue(flags, "--data", "");
+  const node_id = Number(flagValue(flags, "--id", ""));
+  const server = await SafekeeperServer.start({ dir, hostname, port, node_id, log }).catch((error) => {
+    if (!(error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.AddrNotAvailable)) throw error;
+    throw new UsageError(`tarn safekeeper: --listen ${flags["--listen"]}: ${error.message}; pick another address`);
+  });
+  log("listening", { host: hostname, port: server.port, node_id, data: dir });
+  await new Promise<void>((resolve) => {
+    const stop = () => {
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+      resolve();
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+  log("stopping", {});
+  await server.close();
+  log("stopped", {});
+}
+
+/** `HOST:PORT` or `[IPv6]:PORT`; undefined when malformed. */
+function parseListen(text: string): { hostname: string; port: number } | undefined {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s]+)):(\d{1,5})$/.exec(text);
+  if (match === null || Number(match[3]) > 65535) return undefined;
+  return { hostname: match[1] ?? match[2], port: Number(match[3]) };
+}

@@ -12,12 +12,14 @@ import {
   ID_PATTERN,
   isSegmentSize,
   MAX_FRAME_BODY_BYTES,
-  MAX_TERM_HISTORY,
   MAX_WAL_BYTES_PER_MESSAGE,
   type Message,
   type ReadStatus,
 } from "./messages.ts";
-import { lastTerm, type TermHistory, termHistoryProblem } from "./term_history.ts";
+import { lastTerm } from "./term_history.ts";
+import { ProtocolFormatError, Reader, Writer } from "./wire_fields.ts";
+
+export { ProtocolFormatError };
 
 /** `TSKP` in ASCII, read as a little-endian u32. */
 export const FRAME_MAGIC = 0x504b5354;
@@ -45,132 +47,6 @@ const TYPE_CODES = {
 const TYPE_NAMES = Object.fromEntries(Object.entries(TYPE_CODES).map(([name, code]) => [code, name]));
 const APPEND_STATUSES: readonly AppendStatus[] = ["ok", "term_rejected", "not_elected", "gap"];
 const READ_STATUSES: readonly ReadStatus[] = ["ok", "term_mismatch", "not_held"];
-
-/** Bytes that are not a valid frame of this protocol: the peer is broken or not a Tarn safekeeper peer. */
-export class ProtocolFormatError extends Error {
-  /** @param what what is wrong with the bytes */
-  constructor(what: string) {
-    super(`bad safekeeper protocol frame: ${what}; close the connection and check that both ends run this Tarn`);
-    this.name = "ProtocolFormatError";
-  }
-}
-
-/** Writes little-endian fields into a buffer sized up front. */
-class Writer {
-  readonly bytes: Uint8Array;
-  readonly #view: DataView;
-  at = 0;
-
-  constructor(size_bytes: number) {
-    this.bytes = new Uint8Array(size_bytes);
-    this.#view = new DataView(this.bytes.buffer);
-  }
-
-  u8(value: number): void {
-    this.#view.setUint8(this.at++, value);
-  }
-
-  u32(value: number): void {
-    this.#view.setUint32(this.at, value, true);
-    this.at += 4;
-  }
-
-  u64(value: bigint): void {
-    this.#view.setBigUint64(this.at, value, true);
-    this.at += 8;
-  }
-
-  raw(bytes: Uint8Array): void {
-    this.bytes.set(bytes, this.at);
-    this.at += bytes.length;
-  }
-
-  /** An id: u8 length, then its ASCII bytes (the caller checked it against `ID_PATTERN`). */
-  id(id: string): void {
-    this.u8(id.length);
-    for (let i = 0; i < id.length; i++) this.u8(id.charCodeAt(i));
-  }
-
-  history(history: TermHistory): void {
-    this.u32(history.length);
-    for (const entry of history) {
-      this.u64(entry.term);
-      this.u64(entry.start_lsn);
-    }
-  }
-}
-
-/** Reads little-endian fields, throwing {@linkcode ProtocolFormatError} instead of reading past the end. */
-class Reader {
-  readonly #bytes: Uint8Array;
-  readonly #view: DataView;
-  #at = 0;
-
-  constructor(bytes: Uint8Array) {
-    this.#bytes = bytes;
-    this.#view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  }
-
-  #take(size_bytes: number, what: string): number {
-    if (this.#bytes.length - this.#at < size_bytes) {
-      throw new ProtocolFormatError(`body ends inside ${what} (byte ${this.#at} of ${this.#bytes.length})`);
-    }
-    const at = this.#at;
-    this.#at += size_bytes;
-    return at;
-  }
-
-  u8(what: string): number {
-    return this.#view.getUint8(this.#take(1, what));
-  }
-
-  u32(what: string): number {
-    return this.#view.getUint32(this.#take(4, what), true);
-  }
-
-  u64(what: string): bigint {
-    return this.#view.getBigUint64(this.#take(8, what), true);
-  }
-
-  flag(what: string): boolean {
-    const value = this.u8(what);
-    if (value > 1) throw new ProtocolFormatError(`${what} is ${value}, not 0 or 1`);
-    return value === 1;
-  }
-
-  raw(size_bytes: number, what: string): Uint8Array {
-    const at = this.#take(size_bytes, what);
-    return this.#bytes.slice(at, at + size_bytes);
-  }
-
-  id(what: string): string {
-    const size_bytes = this.u8(`${what} length`);
-    const id = String.fromCharCode(...this.raw(size_bytes, what));
-    if (!ID_PATTERN.test(id)) {
-      throw new ProtocolFormatError(`${what} ${JSON.stringify(id)} is not 1-64 of [A-Za-z0-9_-]`);
-    }
-    return id;
-  }
-
-  history(): TermHistory {
-    const count = this.u32("term history length");
-    if (count > MAX_TERM_HISTORY) throw new ProtocolFormatError(`term history of ${count} switches`);
-    if (count * 16 > this.#bytes.length - this.#at) {
-      throw new ProtocolFormatError(`term history of ${count} switches does not fit the body`);
-    }
-    const history = [];
-    for (let i = 0; i < count; i++) history.push({ term: this.u64("term"), start_lsn: this.u64("term start LSN") });
-    const problem = termHistoryProblem(history);
-    if (problem !== undefined) throw new ProtocolFormatError(`term history: ${problem}`);
-    return history;
-  }
-
-  end(): void {
-    if (this.#at !== this.#bytes.length) {
-      throw new ProtocolFormatError(`${this.#bytes.length - this.#at} bytes left over after the message`);
-    }
-  }
-}
 
 function bodySize(msg: Message): number {
   switch (msg.type) {

@@ -187,7 +187,9 @@ export class TimelineRegistry {
     if (this.#closed) return Promise.reject(new HelloRefusedError("the safekeeper is shutting down"));
     if (this.#opening.size >= this.#max_timelines) {
       return Promise.reject(
-        new HelloRefusedError(`this safekeeper serves ${this.#max_timelines} timelines already; raise --max-timelines`),
+        new HelloRefusedError(
+          `this safekeeper serves ${this.#max_timelines} timelines already (max_timelines); move some to another safekeeper`,
+        ),
       );
     }
     assert(isSegmentSize(hello.segment_size), "the codec checked the segment size");

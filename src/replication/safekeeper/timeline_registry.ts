@@ -221,7 +221,13 @@ export class TimelineRegistry {
       this.#entries.set(key, entry);
       const status = safekeeper.status();
       for (const warning of storage.warnings) this.#log("timeline_repaired", { tenant_id, timeline_id, warning });
-      this.#log("timeline_opened", { tenant_id, timeline_id, segment_size: size, term: status.term, ...lsns(status) });
+      this.#log("timeline_opened", {
+        tenant_id,
+        timeline_id,
+        segment_size: size,
+        term: Number(status.term),
+        ...lsns(status),
+      });
       return entry;
     })();
     this.#opening.set(key, opening);

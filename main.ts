@@ -37,6 +37,9 @@ const USER_ERRORS = new Set([
   "EngineFailedError",
   "LsnFormatError",
   "LsnOutOfRangeError",
+  "QuorumLostError",
+  "QuorumUnavailableError",
+  "SafekeeperAddressError",
 ]);
 
 const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { start, branch, status, demo, safekeeper };

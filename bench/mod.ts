@@ -6,6 +6,7 @@
  */
 import { benchCreateBranch, benchFork, benchSuite } from "./branches.ts";
 import { benchOpen } from "./open_time.ts";
+import { benchSafekeepers } from "./safekeepers.ts";
 import { benchServer } from "./server.ts";
 import { benchTpcb } from "./tpcb.ts";
 
@@ -93,3 +94,14 @@ console.log(
   `connection setup (connect + first query): p50 ${f(served.connection.p50_ms, 1)} ms, ` +
     `p99 ${f(served.connection.p99_ms, 1)} ms`,
 );
+
+console.log("\n## Safekeepers: 3 local `tarn safekeeper` processes vs the embedded WAL log (tarn start, 4 clients)");
+const quorum = await benchSafekeepers(quick ? 1 : 10, quick ? 5 : 20);
+for (const r of quorum) {
+  console.log(
+    `${r.name}: ${f(r.tps)} tps; commit latency p50 ${f(r.commit_p50_ms, 2)} ms, p99 ${f(r.commit_p99_ms, 2)} ms`,
+  );
+}
+const [embedded, three, one_down] = quorum;
+console.log(`3 safekeepers / embedded TPS: ${f(three.tps / embedded.tps, 2)} (target >= 0.7)`);
+console.log(`one safekeeper down / embedded TPS: ${f(one_down.tps / embedded.tps, 2)}`);

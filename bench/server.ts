@@ -23,7 +23,8 @@ async function pgbench(url: string, args: string[]): Promise<string> {
   return text;
 }
 
-async function tpcb(url: string, scale: number, seconds: number): Promise<number> {
+/** pgbench TPC-B on `url`: initialise at `scale`, then 4 clients for `seconds`; resolves with the TPS. */
+export async function tpcb(url: string, scale: number, seconds: number): Promise<number> {
   await pgbench(url, ["-i", "-I", "dtGvp", "-s", String(scale)]);
   const out = await pgbench(url, ["-c", "4", "-j", "4", "-T", String(seconds)]);
   return Number(/tps = ([\d.]+)/.exec(out)![1]);

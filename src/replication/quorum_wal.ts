@@ -79,17 +79,20 @@ export class QuorumWal implements OwnWal {
   #stall_logged = false;
   #local_sync: Promise<unknown> = Promise.resolve();
   #failure: Error | undefined;
+  /** Where the timeline's WAL starts: the local log's start, or the branch point while it is empty. */
+  readonly #timeline_start_lsn: Lsn;
 
   private constructor(options: QuorumWalOptions) {
     this.#options = options;
     this.#local = options.local;
     this.#end_lsn = this.#fed_lsn = options.local.end_lsn;
-    const recover_from_lsn = options.local.end_lsn === 0n ? options.timeline_start_lsn : options.local.end_lsn;
+    const local = options.local;
+    this.#timeline_start_lsn = local.end_lsn === 0n ? options.timeline_start_lsn : local.start_lsn;
     this.#proposer = new Proposer({
       proposer_id: randomProposerId(),
       safekeepers: options.safekeepers.map((_, i) => i),
-      timeline_start_lsn: recover_from_lsn,
-      recover_from_lsn,
+      timeline_start_lsn: this.#timeline_start_lsn,
+      recover_from_lsn: local.end_lsn === 0n ? this.#timeline_start_lsn : local.end_lsn,
     });
     this.#clients = options.safekeepers.map((address, i) =>
       new SafekeeperClient({
@@ -119,36 +122,62 @@ export class QuorumWal implements OwnWal {
     this.#ticker = setInterval(() => this.#onTick(), TICK_MS);
     this.#deliver(this.#proposer.start());
     const deadline_ms = performance.now() + this.#options.election_timeout_ms;
-    while (this.#proposer.state !== "streaming") {
-      if (this.#proposer.state === "deposed") throw new QuorumUnavailableError(this.#proposer.deposed_reason);
-      if (performance.now() > deadline_ms) {
-        const reached = this.#clients.filter((c) => c.connected).length;
-        throw new QuorumUnavailableError(
-          `${reached} of ${this.#clients.length} reachable after ${this.#options.election_timeout_ms} ms`,
-        );
-      }
-      await new Promise((resolve) => setTimeout(resolve, TICK_MS / 2));
-    }
+    await this.#waitUntil(() => this.#proposer.state === "streaming", deadline_ms);
     const local_end = this.#local.end_lsn;
     const term_start = this.#proposer.term_start_lsn;
     if (term_start < local_end) {
-      throw new QuorumLostError(
-        `they hold this timeline's WAL up to ${formatLsn(term_start)}, but its local WAL reaches ` +
-          `${formatLsn(local_end)}: they are not this timeline's safekeepers, or lost data`,
-      );
-    }
-    if (term_start > local_end) {
-      const start = local_end === 0n ? this.#options.timeline_start_lsn : local_end;
+      if (term_start !== this.#timeline_start_lsn) {
+        throw new QuorumLostError(
+          `they hold this timeline's WAL up to ${formatLsn(term_start)}, but its local WAL reaches ` +
+            `${formatLsn(local_end)}: they are not this timeline's safekeepers, or lost data`,
+        );
+      }
+      await this.#seed(term_start, local_end, deadline_ms);
+    } else if (term_start > local_end) {
+      const start = local_end === 0n ? this.#timeline_start_lsn : local_end;
       this.#local.append(start, this.#proposer.recoveredWal(start));
       await this.#local.flush();
+      this.#options.log("recovered_from_safekeepers", { from: formatLsn(start), to: formatLsn(term_start) });
     }
-    assert(this.#local.end_lsn === term_start || this.#local.end_lsn === 0n);
-    this.#end_lsn = this.#fed_lsn = term_start;
+    this.#end_lsn = this.#fed_lsn = this.#proposer.end_lsn;
     this.#options.log("elected", {
       timeline_id: this.#options.timeline_id,
       term: Number(this.#proposer.term),
       start_lsn: formatLsn(term_start),
     });
+  }
+
+  /**
+   * The safekeepers hold none of this timeline's WAL yet (a database that had local WAL only): sends them the
+   * local log, so that from now on they hold all of it, and waits until a majority has it.
+   */
+  async #seed(lsn_start: Lsn, lsn_end: Lsn, deadline_ms: number): Promise<void> {
+    this.#options.log("seeding_safekeepers", { from: formatLsn(lsn_start), to: formatLsn(lsn_end) });
+    for (let at = lsn_start; at < lsn_end;) {
+      const piece_end = at + BigInt(PIECE_BYTES) < lsn_end ? at + BigInt(PIECE_BYTES) : lsn_end;
+      try {
+        this.#send(this.#proposer.append(at, this.#local.read(at, piece_end)));
+        at = piece_end;
+      } catch (error) {
+        if (!(error instanceof ProposerBackpressureError)) throw error;
+        await this.#waitUntil(() => false, deadline_ms, TICK_MS);
+      }
+    }
+    await this.#waitUntil(() => this.#proposer.commit_lsn >= lsn_end, deadline_ms);
+  }
+
+  /** Polls `done` (between messages and ticks) until it holds, for at most `max_ms`, or until `deadline_ms`. */
+  async #waitUntil(done: () => boolean, deadline_ms: number, max_ms = Infinity): Promise<void> {
+    const until_ms = Math.min(deadline_ms, performance.now() + max_ms);
+    while (!done()) {
+      if (this.#proposer.state === "deposed") throw new QuorumLostError(this.#proposer.deposed_reason);
+      if (performance.now() >= until_ms) {
+        if (until_ms < deadline_ms) return;
+        const reached = this.#clients.filter((c) => c.connected).length;
+        throw new QuorumUnavailableError(`${reached} of ${this.#clients.length} reachable; a majority must answer`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, TICK_MS / 2));
+    }
   }
 
   /** The first LSN still held locally. */
@@ -227,6 +256,7 @@ export class QuorumWal implements OwnWal {
     await this.#stop();
     this.#fail(new QuorumLostError("the timeline's WAL is closed"));
     await this.#local_sync;
+    await this.#local.flush(); // not needed for durability, but spares the next start fetching it again
     await this.#local.close();
   }
 

@@ -1,0 +1,109 @@
+// Three `tarn safekeeper` processes and `tarn start --safekeepers` under pgbench: safekeepers and the server are
+// SIGKILLed and restarted; no acknowledged commit may be lost. Skipped without Debian's pgbench.
+import { ok } from "node:assert/strict";
+import postgres from "postgres";
+import { spawnSafekeeper, spawnTarn, type TarnProcess } from "./fixtures/tarn_process.ts";
+import { withTempDir } from "./fixtures/temp_dir.ts";
+
+const PGBENCH = (() => {
+  try {
+    return new Deno.Command("pgbench", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success;
+  } catch {
+    return false;
+  }
+})();
+
+async function pgbench(url: string, args: string[]): Promise<{ text: string; processed: number }> {
+  const output = await new Deno.Command("pgbench", { args: [...args, url], stdout: "piped", stderr: "piped" })
+    .output();
+  const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+  const processed = Number(/number of transactions actually processed: (\d+)/.exec(text)?.[1] ?? "NaN");
+  return { text, processed };
+}
+
+function startServer(data: string, safekeepers: TarnProcess[]): Promise<TarnProcess> {
+  const list = safekeepers.map((sk) => `127.0.0.1:${sk.port}`).join(",");
+  return spawnTarn(["start", "--data", data, "--port", "0", "--safekeepers", list]);
+}
+
+async function historyCount(url: string): Promise<number> {
+  const sql = postgres(url, { max: 1, onnotice: () => {} });
+  try {
+    const [{ n }] = await sql`select count(*)::int as n from pgbench_history`;
+    return n;
+  } finally {
+    await sql.end();
+  }
+}
+
+async function flushLsn(safekeeper: TarnProcess): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${safekeeper.port}/status`);
+  const status = await response.json() as { timelines: { flush_lsn: string }[] };
+  return status.timelines.map((t) => t.flush_lsn).join(" ");
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+Deno.test({
+  name: "quorum: pgbench survives a safekeeper's SIGKILL, waits without a majority, loses nothing with the server",
+  ignore: !PGBENCH,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id)));
+      const ports = sks.map((sk) => sk.port);
+      let server = await startServer(`${dir}/data`, sks);
+      const url = () => `postgresql://postgres@127.0.0.1:${server.port}/postgres`;
+      try {
+        const init = await pgbench(url(), ["-i", "-s", "1"]);
+        ok(/done in/.test(init.text), init.text);
+
+        // One safekeeper dies under load: commits go on with the other two.
+        const load = pgbench(url(), ["-c", "2", "-T", "4"]);
+        await sleep(1000);
+        await sks[0].kill();
+        const first = await load;
+        ok(first.processed > 0 && !/aborted/.test(first.text), first.text);
+
+        // Two down: a commit waits; one back: it completes.
+        await sks[1].kill();
+        const sql = postgres(url(), { max: 1, onnotice: () => {} });
+        let committed = false;
+        const insert = sql`insert into pgbench_history (tid, bid, aid, delta) values (1, 1, 1, 0)`.then(() =>
+          committed = true
+        );
+        await sleep(1500);
+        ok(!committed, "a commit was acknowledged without a majority of safekeepers");
+        sks[0] = await spawnSafekeeper(`${dir}/sk1`, 1, ports[0]);
+        await insert;
+        await sql.end();
+        sks[1] = await spawnSafekeeper(`${dir}/sk2`, 2, ports[1]);
+
+        // The server dies under load: every transaction pgbench saw committed is there after a restart (pgbench
+        // empties pgbench_history when it starts a run).
+        const killed_load = pgbench(url(), ["-c", "2", "-T", "30"]);
+        await sleep(2000);
+        await server.kill();
+        const second = await killed_load;
+        ok(second.processed > 0, second.text);
+        server = await startServer(`${dir}/data`, sks);
+        const after = await historyCount(url());
+        ok(
+          after >= second.processed && after <= second.processed + 2,
+          `history has ${after} rows, and pgbench saw ${second.processed} transactions committed`,
+        );
+        // Restarted safekeepers catch up: all three reach the same flush LSN.
+        let flushed: string[] = [];
+        for (let tries = 0; tries < 100; tries++) {
+          flushed = await Promise.all(sks.map(flushLsn));
+          if (flushed.every((lsn) => lsn === flushed[0])) break;
+          await sleep(100);
+        }
+        ok(flushed.every((lsn) => lsn === flushed[0]), `flush LSNs differ: ${flushed.join(", ")}`);
+      } finally {
+        await server.stop().catch(() => {});
+        for (const sk of sks) await sk.stop().catch(() => {});
+      }
+    }),
+});

@@ -101,6 +101,28 @@ Deno.test({
           await sleep(100);
         }
         ok(flushed.every((lsn) => lsn === flushed[0]), `flush LSNs differ: ${flushed.join(", ")}`);
+
+        // `tarn status --safekeepers` shows each one's term and LSNs.
+        const list = sks.map((sk) => `127.0.0.1:${sk.port}`).join(",");
+        const output = await new Deno.Command(Deno.execPath(), {
+          args: [
+            "run",
+            "-A",
+            new URL("../main.ts", import.meta.url).pathname,
+            "status",
+            "--safekeepers",
+            list,
+            "--json",
+          ],
+          stdout: "piped",
+        }).output();
+        const report = JSON.parse(new TextDecoder().decode(output.stdout)) as {
+          safekeepers: { timelines: { term: number; flush_lsn: string }[] }[];
+        };
+        ok(
+          report.safekeepers.length === 3 && report.safekeepers.every((r) => r.timelines[0].term >= 2),
+          JSON.stringify(report),
+        );
       } finally {
         await server.stop().catch(() => {});
         for (const sk of sks) await sk.stop().catch(() => {});

@@ -6,6 +6,7 @@
 import { DatabaseLockedError } from "../errors.ts";
 import type { BranchAt } from "../replication/branch_point.ts";
 import { type BranchInfo, Tarn } from "../tarn.ts";
+import { safekeeperStatus } from "./safekeeper_status.ts";
 import { flagValue, parseFlags, UsageError } from "./flags.ts";
 
 /** Help text. */
@@ -20,7 +21,8 @@ export const BRANCH_HELP = `tarn branch: manage the branches of a data directory
 --at takes an LSN as PostgreSQL prints it (0/17CC6C8) or a time (2026-11-26T10:00:00Z).`;
 
 /** Help text. */
-export const STATUS_HELP = `tarn status [--data DIR] [--json]: the branches of a data directory and their disk use`;
+export const STATUS_HELP = `tarn status [--data DIR] [--json]: the branches of a data directory and their disk use
+tarn status --safekeepers HOST:PORT,... [--json]: each safekeeper's term, flush LSN, commit LSN and lag per timeline`;
 
 const DATA = { "--data": (v: string) => v.length > 0 };
 
@@ -60,7 +62,13 @@ export async function branch(args: string[]): Promise<void> {
 /** Prints the branches of a directory and the disk bytes each one's own storage takes. */
 export async function status(args: string[]): Promise<void> {
   if (args.includes("--help")) return console.log(STATUS_HELP);
-  const { flags } = parseFlags("status", args, { ...DATA, "--json": "boolean" });
+  const { flags } = parseFlags("status", args, {
+    ...DATA,
+    "--json": "boolean",
+    "--safekeepers": (v) => v.split(",").every((address) => /^.+:\d{1,5}$/.test(address)),
+  });
+  const safekeepers = flags["--safekeepers"];
+  if (typeof safekeepers === "string") return await safekeeperStatus(safekeepers, flags["--json"] === true);
   const dir = flagValue(flags, "--data", "./tarn-data");
   await withTarn(dir, async (tarn) => {
     const rows = [];

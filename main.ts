@@ -30,6 +30,7 @@ const USER_ERRORS = new Set([
   "BranchRuleError",
   "ClosedError",
   "ComputeStartError",
+  "ConfigurationError",
   "CorruptDataError",
   "CorruptLayerError",
   "CorruptWalError",

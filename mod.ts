@@ -22,9 +22,12 @@ export {
   BranchNotFoundError,
   BranchRuleError,
   ClosedError,
+  ConfigurationError,
   CorruptDataError,
   DatabaseLockedError,
   LsnOutOfRangeError,
   ReadOnlyError,
 } from "./src/errors.ts";
 export { formatLsn, type Lsn, LsnFormatError, parseLsn } from "./src/lsn.ts";
+export { QuorumLostError, QuorumUnavailableError } from "./src/replication/quorum_wal.ts";
+export { SafekeeperAddressError } from "./src/replication/safekeeper_client.ts";

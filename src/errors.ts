@@ -85,3 +85,12 @@ export class ReadOnlyError extends Error {
     this.name = "ReadOnlyError";
   }
 }
+
+/** Options that cannot work together (for example safekeepers for an in-memory database). */
+export class ConfigurationError extends Error {
+  /** @param message what cannot work, and what to do instead */
+  constructor(message: string) {
+    super(message);
+    this.name = "ConfigurationError";
+  }
+}

@@ -22,8 +22,7 @@ import {
   type TenantFile,
   writeTenantFile,
 } from "./tenant_file.ts";
-import { parseSafekeeperAddress, SafekeeperAddressError } from "./replication/safekeeper_client.ts";
-import { closeStorage, Timelines, type WalQuorum } from "./timelines.ts";
+import { closeStorage, Timelines, walQuorum } from "./timelines.ts";
 
 /** Tuning knobs; the defaults suit tests and small databases. */
 export type TarnOptions = {
@@ -144,7 +143,7 @@ export class Tarn {
     }
     const config: TenantFile = tenant;
     const catalog = await BranchCatalog.open(dir, config.timeline_id, new Date(config.created_at));
-    const quorum = walQuorum(dir, config.timeline_id, options);
+    const quorum = walQuorum(dir, config.timeline_id, options.safekeepers, options.election_timeout_ms, options.log);
     if (fresh) {
       // The initial cluster goes to the local log first: the safekeepers' log of a new database starts after it.
       const bootstrap = new Timelines(dir, config.segment_size, catalog, BLOCK_CACHE_BYTES);
@@ -461,16 +460,4 @@ async function removeUnfinished(dir: string, keep: string[]): Promise<void> {
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
-}
-
-/** The safekeepers of `options`, if any, for the database whose root timeline is `tenant_id`. */
-function walQuorum(dir: string | undefined, tenant_id: string, options: TarnOptions): WalQuorum | undefined {
-  if (options.safekeepers === undefined || options.safekeepers.length === 0) return undefined;
-  if (dir === undefined) throw new SafekeeperAddressError("(an in-memory database cannot use safekeepers)");
-  return {
-    safekeepers: options.safekeepers.map(parseSafekeeperAddress),
-    tenant_id,
-    election_timeout_ms: options.election_timeout_ms ?? 30_000,
-    log: options.log ?? (() => {}),
-  };
 }

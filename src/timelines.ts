@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import type { TimelineStorage } from "./compute/compute.ts";
 import type { Lsn } from "./lsn.ts";
 import { QuorumWal } from "./replication/quorum_wal.ts";
-import type { SafekeeperAddress } from "./replication/safekeeper_client.ts";
+import { ConfigurationError } from "./errors.ts";
+import { parseSafekeeperAddress, type SafekeeperAddress } from "./replication/safekeeper_client.ts";
 import { TimelineWal } from "./replication/timeline_wal.ts";
 import type { OwnWal } from "./replication/wal_api.ts";
 import { WalLog } from "./replication/wal_log.ts";
@@ -28,6 +29,24 @@ export type WalQuorum = {
   election_timeout_ms: number;
   log: (event: string, fields: Record<string, unknown>) => void;
 };
+
+/**
+ * The quorum for safekeepers given as `HOST:PORT` (none: undefined) for the database whose root timeline is
+ * `tenant_id`; an in-memory database cannot have one.
+ */
+export function walQuorum(
+  dir: string | undefined,
+  tenant_id: string,
+  safekeepers: string[] | undefined,
+  election_timeout_ms = 30_000,
+  log: WalQuorum["log"] = () => {},
+): WalQuorum | undefined {
+  if (safekeepers === undefined || safekeepers.length === 0) return undefined;
+  if (dir === undefined) {
+    throw new ConfigurationError("an in-memory database cannot use safekeepers: give Tarn.open a directory");
+  }
+  return { safekeepers: safekeepers.map(parseSafekeeperAddress), tenant_id, election_timeout_ms, log };
+}
 
 /** Opens, creates and removes timelines; shares one open store per timeline. */
 export class Timelines {

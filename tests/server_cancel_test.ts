@@ -2,7 +2,8 @@ import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import postgres from "postgres";
 import { EngineHost } from "../src/compute/server/engine_host.ts";
 import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage, cStrings } from "../src/compute/server/wire.ts";
+import { backendMessage } from "../src/compute/server/wire.ts";
+import { startupPacket } from "./fixtures/startup_packet.ts";
 
 /** A server whose engine runs in a Worker (as `tarn start` runs it), over an in-memory database. */
 function workerServerTest(name: string, fn: (port: number) => Promise<void>) {
@@ -101,16 +102,6 @@ async function sendCancel(port: number, pid: number, secret: number): Promise<vo
   // The server closes a cancel connection without answering.
   equal(await conn.read(new Uint8Array(16)), null);
   conn.close();
-}
-
-function startupPacket(): Uint8Array {
-  const params = cStrings("user", "postgres", "database", "postgres", "");
-  const packet = new Uint8Array(8 + params.length);
-  const view = new DataView(packet.buffer);
-  view.setInt32(0, packet.length);
-  view.setInt32(4, 196608);
-  packet.set(params, 8);
-  return packet;
 }
 
 async function readUntilReady(conn: Deno.Conn): Promise<Uint8Array> {

@@ -6,6 +6,7 @@ import pg from "pg";
 import { Tarn } from "../mod.ts";
 import { TarnServer } from "../src/compute/server/server.ts";
 import { backendMessage, cStrings } from "../src/compute/server/wire.ts";
+import { startupPacket } from "./fixtures/startup_packet.ts";
 
 const SEED = Number(Deno.env.get("TARN_FUZZ_SEED") ?? Date.now() % 1_000_000);
 const CONNECTIONS = 150;
@@ -19,16 +20,6 @@ function prng(seed: number): () => number {
     state ^= state << 5;
     return (state >>> 0) / 0x1_0000_0000;
   };
-}
-
-function startup(): Uint8Array {
-  const body = cStrings("user", "postgres", "database", "postgres", "");
-  const out = new Uint8Array(8 + body.length);
-  const view = new DataView(out.buffer);
-  view.setInt32(0, out.length);
-  view.setInt32(4, 196608);
-  out.set(body, 8);
-  return out;
 }
 
 /** A valid message of a random kind, to mutate. */
@@ -84,7 +75,7 @@ Deno.test({
           }
         })();
         try {
-          if (random() < 0.9) await conn.write(startup());
+          if (random() < 0.9) await conn.write(startupPacket());
           for (let m = 0; m < MESSAGES_PER_CONNECTION; m++) await conn.write(fuzzMessage(random));
           await conn.write(backendMessage("X"));
         } catch {

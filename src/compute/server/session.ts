@@ -9,6 +9,7 @@
  * @module
  */
 import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
+import { renameStatements } from "./statement_names.ts";
 import {
   authenticationOk,
   backendKeyData,
@@ -221,7 +222,7 @@ export class ServerSession {
       if (message.type === "Q") await this.#simpleQuery(message);
       else if (message.type === "F") await this.#run([frame(message)]);
       else {
-        this.#batch.push(frame(this.#rename(message)));
+        this.#batch.push(frame(renameStatements(message, `s${this.id}_`)));
         this.#open_batch = true;
         if (message.type === "S" || message.type === "H") await this.#run(this.#batch.splice(0));
       }
@@ -309,36 +310,6 @@ export class ServerSession {
   cancel(): boolean {
     if (this.#in_flight === undefined || this.#compute?.cancel === undefined) return false;
     return this.#compute.cancel();
-  }
-
-  /** Prefixes statement and portal names with the session id, so sessions sharing a backend never collide. */
-  #rename(message: FrontendMessage): FrontendMessage {
-    const prefix = (name: string) => name === "" ? "" : `s${this.id}_${name}`;
-    const body = message.body;
-    switch (message.type) {
-      case "P": {
-        const [name, at] = readCString(body, 0);
-        return { type: "P", body: concatBytes([cStrings(prefix(name)), body.subarray(at)]) };
-      }
-      case "B": {
-        const [portal, at1] = readCString(body, 0);
-        const [statement, at2] = readCString(body, at1);
-        return { type: "B", body: concatBytes([cStrings(prefix(portal), prefix(statement)), body.subarray(at2)]) };
-      }
-      case "D":
-      case "C": {
-        const [name, at] = readCString(body, 1);
-        return {
-          type: message.type,
-          body: concatBytes([body.subarray(0, 1), cStrings(prefix(name)), body.subarray(at)]),
-        };
-      }
-      case "E": {
-        const [portal, at] = readCString(body, 0);
-        return { type: "E", body: concatBytes([cStrings(prefix(portal)), body.subarray(at)]) };
-      }
-    }
-    return message;
   }
 
   /**

@@ -78,6 +78,34 @@ Deno.test("quorum wal: the safekeepers' status shows the same flush LSN once com
   });
 });
 
+Deno.test("quorum wal: a branch's WAL goes to the safekeepers as its own timeline and survives a reopen", async () => {
+  await withTempDir(async (dir) => {
+    await withSafekeepers(dir, async (safekeepers, servers) => {
+      const data = `${dir}/data`;
+      {
+        await using tarn = await Tarn.open(data, { safekeepers });
+        const main = await tarn.connect();
+        await main.exec("create table t (id int); insert into t values (1)");
+        await main.close();
+        await tarn.createBranch("dev");
+        const dev = await tarn.connect("dev");
+        await dev.exec("insert into t values (2)");
+        await dev.close();
+      }
+      const response = await fetch(`http://127.0.0.1:${servers[0].port}/status`);
+      const status = await response.json() as { timelines: unknown[] };
+      equal(status.timelines.length, 2);
+      await using tarn = await Tarn.open(data, { safekeepers });
+      const dev = await tarn.connect("dev");
+      deepStrictEqual((await dev.query<{ id: number }>("select id from t order by id")).rows, [{ id: 1 }, { id: 2 }]);
+      await dev.close();
+      const main = await tarn.connect();
+      deepStrictEqual((await main.query<{ id: number }>("select id from t")).rows, [{ id: 1 }]);
+      await main.close();
+    });
+  });
+});
+
 Deno.test("quorum wal: opening with no safekeeper reachable fails with a clear error", async () => {
   await withTempDir(async (dir) => {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });

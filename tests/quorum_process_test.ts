@@ -129,3 +129,36 @@ Deno.test({
       }
     }),
 });
+
+Deno.test({
+  name: "quorum: without a majority a commit waits; SIGTERM then waits too, and a second SIGTERM exits at once",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withTempDir(async (dir) => {
+      const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id)));
+      const server = await startServer(`${dir}/data`, sks);
+      try {
+        const sql = postgres({ host: "127.0.0.1", port: server.port, user: "postgres", max: 1, onnotice: () => {} });
+        await sql`create table t (id int)`;
+        await sql`insert into t values (1)`;
+        await sks[0].kill();
+        await sks[1].kill();
+        let acknowledged = false;
+        sql`insert into t values (2)`.then(() => acknowledged = true, () => {});
+        await sleep(500);
+        server.child.kill("SIGTERM");
+        await sleep(1000);
+        ok(!acknowledged, "a commit was acknowledged without a majority");
+        const exited = Promise.race([server.child.status.then(() => true), sleep(1000).then(() => false)]);
+        ok(!(await exited), "the server stopped before its WAL was durable");
+        server.child.kill("SIGTERM");
+        const status = await server.child.status;
+        ok(status.code === 130 && !acknowledged, `exit code ${status.code}`);
+        sql.end({ timeout: 0 }).catch(() => {});
+      } finally {
+        await server.kill();
+        for (const sk of sks) await sk.stop().catch(() => {});
+      }
+    }),
+});

@@ -22,7 +22,8 @@ export const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on em
 
 Connect with: psql "postgresql://postgres@127.0.0.1:55432/postgres"
 A branch: use its name as the database, or options=--branch=NAME; the past, read only: options=--at=LSN|TIME.
-A branch's compute starts on its first connection and stops 60 s after its last one.`;
+A branch's compute starts on its first connection and stops 60 s after its last one.
+SIGINT or SIGTERM stops it cleanly; a second one exits at once (acknowledged commits are durable already).`;
 
 const LOOPBACK = new Set(["127.0.0.1", "localhost", "::1"]);
 
@@ -52,8 +53,17 @@ export async function start(args: string[]): Promise<void> {
   const port = Number(flagValue(flags, "--port", "55432"));
   const server = TarnServer.start(engine, { hostname: host, port, log, password });
   log("listening", { host, port: server.port, data: dir });
+  let signals = 0;
   const crashed = await new Promise<EngineFailedError | undefined>((resolve) => {
-    const stop = () => resolve(undefined);
+    const stop = () => {
+      // A clean stop waits for the WAL to be durable, which without a majority of safekeepers is forever: a
+      // second signal exits at once (every acknowledged commit is durable already).
+      if (++signals > 1) {
+        log("stopped_without_waiting", {});
+        Deno.exit(130);
+      }
+      resolve(undefined);
+    };
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
     engine.crashed.then(resolve);

@@ -17,7 +17,8 @@ import {
   type PathMeta,
 } from "./page_api.ts";
 import { applyDelta } from "./page_delta.ts";
-import { compareOrder, insertOrdered, type Ordered, upperBound } from "./version_order.ts";
+import { type EventRecord, FileEvents } from "./file_events.ts";
+import { compareOrder, insertOrdered, type Ordered } from "./version_order.ts";
 import {
   LAYER_BLOCK_RAW_LIMIT_BYTES,
   type LayerEntry,
@@ -45,7 +46,6 @@ const OVERHEAD_BYTES = 64;
 
 /** A version in memory (`value` set) or in a layer file (`layer` and the index of its entry there). */
 type Version = Ordered & { image: boolean; value?: PageValue; layer?: LayerReader; entry: number };
-type EventRecord = Ordered & { event: FileEvent };
 
 /** Options of {@linkcode PageStore.open}. */
 export type PageStoreOptions = {
@@ -73,11 +73,6 @@ function assertBlkno(blkno: number): void {
   assert(Number.isInteger(blkno) && blkno >= 0 && blkno <= 0xffff_ffff, `page store: bad block number ${blkno}`);
 }
 
-function splitPath(path: string): [string, string] {
-  const slash = path.lastIndexOf("/");
-  return slash < 0 ? ["", path] : [path.slice(0, slash), path.slice(slash + 1)];
-}
-
 /** Approximate memory held by one in-memory page version. */
 function pageCost(path: string, value: PageValue): number {
   const payload = value.kind === "image"
@@ -97,8 +92,7 @@ export class PageStore implements PageSource, PageSink {
   readonly warnings: string[] = [];
   /** Versions not yet flushed; flushed ones are found through the layers' sorted indexes. */
   private readonly memory = new Map<string, Map<number, Version[]>>();
-  private readonly events = new Map<string, EventRecord[]>();
-  private readonly children = new Map<string, Set<string>>();
+  private readonly events = new FileEvents();
   /** Layer files, oldest generation first. */
   private readonly layers: LayerReader[] = [];
   private readonly handles = new LayerHandleCache(MAX_OPEN_LAYER_FILES);
@@ -147,7 +141,7 @@ export class PageStore implements PageSource, PageSink {
   private addLayer(reader: LayerReader): void {
     const gen = reader.header.generation;
     this.layers.push(reader);
-    for (const e of reader.events) this.addEvent(e.path, { lsn: e.lsn, gen, seq: e.seq, event: e.event });
+    for (const e of reader.events) this.events.add(e.path, { lsn: e.lsn, gen, seq: e.seq, event: e.event });
     if (reader.header.lsn_end > this.disk_lsn) this.disk_lsn = reader.header.lsn_end;
   }
 
@@ -157,18 +151,6 @@ export class PageStore implements PageSource, PageSink {
     let versions = blocks.get(blkno);
     if (versions === undefined) blocks.set(blkno, versions = []);
     return versions;
-  }
-
-  private addEvent(path: string, record: EventRecord): void {
-    let list = this.events.get(path);
-    if (list === undefined) {
-      this.events.set(path, list = []);
-      const [parent, name] = splitPath(path);
-      let names = this.children.get(parent);
-      if (names === undefined) this.children.set(parent, names = new Set());
-      names.add(name);
-    }
-    insertOrdered(list, record);
   }
 
   /** The highest LSN up to which every version received is durably stored (memory-only: the last flush's). */
@@ -227,7 +209,7 @@ export class PageStore implements PageSource, PageSink {
   private materialise(path: string, blkno: number, lsn: Lsn): Uint8Array {
     let page: Uint8Array = new Uint8Array(BLOCK_SIZE);
     const versions = this.versionsUpTo(path, blkno, lsn);
-    const reset = this.resetPoint(path, blkno, lsn);
+    const reset = this.events.resetPoint(path, blkno, lsn);
     let start = versions.length;
     while (start > 0 && (reset === undefined || compareOrder(versions[start - 1], reset) > 0)) {
       start--;
@@ -243,17 +225,6 @@ export class PageStore implements PageSource, PageSink {
       else applyDelta(page, value.ranges);
     }
     return page;
-  }
-
-  /** The latest event at or before `lsn` that ends the block's earlier history (create, unlink, cut below it). */
-  private resetPoint(path: string, blkno: number, lsn: Lsn): EventRecord | undefined {
-    const list = this.events.get(path);
-    if (list === undefined) return undefined;
-    for (let i = upperBound(list, lsn) - 1; i >= 0; i--) {
-      const e = list[i].event;
-      if (e.kind !== "resize" || e.size_bytes <= blkno * BLOCK_SIZE) return list[i];
-    }
-    return undefined;
   }
 
   private valueOf(version: Version): PageValue {
@@ -279,10 +250,8 @@ export class PageStore implements PageSource, PageSink {
   stat(path: string, lsn: Lsn): PathMeta | undefined {
     assertLsn(lsn);
     if (path === "") return { kind: "dir" };
-    const list = this.events.get(path);
-    const i = list === undefined ? -1 : upperBound(list, lsn) - 1;
-    if (i < 0) return this.ancestor?.source.stat(path, this.ancestorLsn(lsn));
-    const e = list![i].event;
+    const e = this.events.latest(path, lsn);
+    if (e === undefined) return this.ancestor?.source.stat(path, this.ancestorLsn(lsn));
     if (e.kind === "create") return { kind: "file", size_bytes: 0 };
     if (e.kind === "resize") return { kind: "file", size_bytes: e.size_bytes };
     if (e.kind === "mkdir") return { kind: "dir" };
@@ -293,7 +262,7 @@ export class PageStore implements PageSource, PageSink {
   readdir(path: string, lsn: Lsn): string[] {
     if (this.stat(path, lsn)?.kind !== "dir") return [];
     const prefix = path === "" ? "" : path + "/";
-    const names = new Set(this.children.get(path));
+    const names = new Set(this.events.children(path));
     for (const name of this.ancestor?.source.readdir(path, this.ancestorLsn(lsn)) ?? []) names.add(name);
     return [...names].filter((name) => this.stat(prefix + name, lsn) !== undefined).sort();
   }
@@ -340,7 +309,7 @@ export class PageStore implements PageSource, PageSink {
       assert(Number.isSafeInteger(event.size_bytes) && event.size_bytes >= 0, "page store: bad size_bytes");
     }
     const record: EventRecord = { lsn, gen: MEMORY_GEN, seq: this.next_seq++, event: { ...event } };
-    this.addEvent(path, record);
+    this.events.add(path, record);
     this.mem_events.push({ path, record });
     this.mem_bytes += eventCost(path);
   }
@@ -401,10 +370,7 @@ export class PageStore implements PageSource, PageSink {
     this.layers.splice(-count, count, merged);
     const gen = merged.header.generation;
     const gens = new Set(sources.map((l) => l.header.generation));
-    const paths = new Set(merged.events.map((e) => e.path));
-    for (const path of paths) this.events.set(path, this.events.get(path)!.filter((r) => !gens.has(r.gen)));
-    for (const e of merged.events) this.events.get(e.path)!.push({ lsn: e.lsn, gen, seq: e.seq, event: e.event });
-    for (const path of paths) this.events.get(path)!.sort(compareOrder);
+    this.events.replaceGenerations(gens, merged.events, gen);
     for (const key of this.cache.keys()) if (gens.has(Number(key.split(":")[0]))) this.cache.delete(key);
     await deleteLayers(sources);
   }
@@ -477,7 +443,7 @@ export class PageStore implements PageSource, PageSink {
     this.mem_pages = this.mem_pages.filter((p) => p.version.seq < mark);
     for (const { path, record } of this.mem_events) {
       if (record.seq < mark) continue;
-      this.events.set(path, this.events.get(path)!.filter((r) => r.seq < mark));
+      this.events.dropFrom(path, mark);
       this.mem_bytes -= eventCost(path);
     }
     this.mem_events = this.mem_events.filter((e) => e.record.seq < mark);

@@ -1,16 +1,17 @@
 /**
- * `tarn branch create|list|delete|reset|protect` and `tarn status`, on a data directory that no server holds.
+ * `tarn branch create|list|delete|reset|protect` and `tarn status`, on a data directory, or through the running
+ * `tarn start` that holds it.
  *
  * @module
  */
-import { DatabaseLockedError } from "../errors.ts";
 import type { BranchAt } from "../replication/branch_point.ts";
-import { type BranchInfo, Tarn } from "../tarn.ts";
+import type { BranchRow } from "../compute/server/admin.ts";
+import { runOnDirectory } from "./admin_client.ts";
 import { safekeeperStatus } from "./safekeeper_status.ts";
 import { flagValue, parseFlags, UsageError } from "./flags.ts";
 
 /** Help text. */
-export const BRANCH_HELP = `tarn branch: manage the branches of a data directory (stop its server first)
+export const BRANCH_HELP = `tarn branch: manage the branches of a data directory (through its server when one runs)
 
   tarn branch list [--data DIR] [--json]
   tarn branch create NAME [--from BRANCH] [--at LSN|TIME] [--data DIR]
@@ -41,22 +42,21 @@ export async function branch(args: string[]): Promise<void> {
   const { flags, words } = parseFlags(`branch ${sub}`, rest, spec, sub === "list" ? 0 : 1);
   if (sub !== "list" && words.length !== 1) throw new UsageError(`tarn branch ${sub}: name the branch`);
   const [name] = words;
-  await withTarn(flagValue(flags, "--data", "./tarn-data"), async (tarn) => {
-    if (sub === "list") return printBranches(tarn.branches(), flags["--json"] === true);
-    if (sub === "create") {
-      const at = typeof flags["--at"] === "string" ? parseAt(flags["--at"]) : undefined;
-      const from = typeof flags["--from"] === "string" ? flags["--from"] : undefined;
-      printBranches([await tarn.createBranch(name, { from, at })], false);
-    } else if (sub === "delete") {
-      await tarn.deleteBranch(name, { recursive: flags["--recursive"] === true });
-      console.log(`deleted ${name}`);
-    } else if (sub === "reset") {
-      printBranches([await tarn.resetBranch(name)], false);
-    } else {
-      await tarn.protectBranch(name, flags["--off"] !== true);
-      console.log(`${name} is ${flags["--off"] === true ? "no longer " : ""}protected`);
-    }
-  });
+  const dir = flagValue(flags, "--data", "./tarn-data");
+  if (sub === "list") return printBranches(await runOnDirectory(dir, { op: "list" }), flags["--json"] === true);
+  if (sub === "create") {
+    const at = typeof flags["--at"] === "string" ? flags["--at"] : undefined;
+    const from = typeof flags["--from"] === "string" ? flags["--from"] : undefined;
+    printBranches(await runOnDirectory(dir, { op: "create", name, from, at }), false);
+  } else if (sub === "delete") {
+    await runOnDirectory(dir, { op: "delete", name, recursive: flags["--recursive"] === true });
+    console.log(`deleted ${name}`);
+  } else if (sub === "reset") {
+    printBranches(await runOnDirectory(dir, { op: "reset", name }), false);
+  } else {
+    await runOnDirectory(dir, { op: "protect", name, on: flags["--off"] !== true });
+    console.log(`${name} is ${flags["--off"] === true ? "no longer " : ""}protected`);
+  }
 }
 
 /** Prints the branches of a directory and the disk bytes each one's own storage takes. */
@@ -70,36 +70,12 @@ export async function status(args: string[]): Promise<void> {
   const safekeepers = flags["--safekeepers"];
   if (typeof safekeepers === "string") return await safekeeperStatus(safekeepers, flags["--json"] === true);
   const dir = flagValue(flags, "--data", "./tarn-data");
-  await withTarn(dir, async (tarn) => {
-    const rows = [];
-    for (const info of tarn.branches()) rows.push({ ...info, disk_bytes: await tarn.branchDiskBytes(info.name) });
-    if (flags["--json"] === true) return console.log(JSON.stringify({ data: dir, branches: rows }));
-    console.log(`data directory ${dir}: ${rows.length} branch(es)`);
-    for (const row of rows) {
-      console.log(`  ${row.name.padEnd(20)} ${(row.disk_bytes / 1024 / 1024).toFixed(1).padStart(8)} MB on disk`);
-    }
-  });
-}
-
-async function withTarn(dir: string, fn: (tarn: Tarn) => Promise<void>): Promise<void> {
-  try {
-    await Deno.stat(`${dir}/tarn.json`);
-  } catch {
-    throw new UsageError(`${dir} holds no Tarn database: give its directory with --data`);
-  }
-  let tarn: Tarn;
-  try {
-    tarn = await Tarn.open(dir);
-  } catch (error) {
-    if (error instanceof DatabaseLockedError) {
-      throw new UsageError(`${error.message} (a running tarn start holds it: stop it to change branches from here)`);
-    }
-    throw error;
-  }
-  try {
-    await fn(tarn);
-  } finally {
-    await tarn.close();
+  const rows = await runOnDirectory(dir, { op: "status" });
+  if (flags["--json"] === true) return console.log(JSON.stringify({ data: dir, branches: rows }));
+  console.log(`data directory ${dir}: ${rows.length} branch(es)`);
+  for (const row of rows) {
+    const mb = ((row.disk_bytes ?? 0) / 1024 / 1024).toFixed(1);
+    console.log(`  ${row.name.padEnd(20)} ${mb.padStart(8)} MB on disk`);
   }
 }
 
@@ -109,7 +85,7 @@ function parseAt(text: string): BranchAt | undefined {
   return Number.isNaN(time.getTime()) ? undefined : time;
 }
 
-function printBranches(branches: BranchInfo[], json: boolean): void {
+function printBranches(branches: BranchRow[], json: boolean): void {
   if (json) return console.log(JSON.stringify(branches));
   for (const b of branches) {
     const origin = b.parent === undefined ? "root" : `from ${b.parent} at ${b.branch_lsn}`;

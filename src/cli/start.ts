@@ -4,7 +4,9 @@
  * @module
  */
 import { type EngineFailedError, EngineHost } from "../compute/server/engine_host.ts";
+import type { AdminRequest } from "../compute/server/admin.ts";
 import { TarnServer } from "../compute/server/server.ts";
+import { removeServerFile, writeServerFile } from "./admin_client.ts";
 import { flagValue, parseFlags, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
 
@@ -51,7 +53,9 @@ export async function start(args: string[]): Promise<void> {
   const safekeepers = typeof flags["--safekeepers"] === "string" ? flags["--safekeepers"].split(",") : undefined;
   const engine = await EngineHost.open({ dir, compute_idle_ms: 60_000, page_cache_pages, safekeepers }, log);
   const port = Number(flagValue(flags, "--port", "55432"));
-  const server = TarnServer.start(engine, { hostname: host, port, log, password });
+  const admin = (request: AdminRequest) => engine.admin(request);
+  const server = TarnServer.start(engine, { hostname: host, port, log, password, admin });
+  await writeServerFile(dir, host, server.port);
   log("listening", { host, port: server.port, data: dir });
   let signals = 0;
   const crashed = await new Promise<EngineFailedError | undefined>((resolve) => {
@@ -74,6 +78,7 @@ export async function start(args: string[]): Promise<void> {
     throw crashed;
   }
   log("stopping", {});
+  await removeServerFile(dir);
   await server.close();
   await engine.close();
 }

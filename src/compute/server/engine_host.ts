@@ -7,6 +7,7 @@
  * @module
  */
 import type { BranchAt } from "../../replication/branch_point.ts";
+import type { AdminRequest } from "./admin.ts";
 import {
   type AttachedCompute,
   CONTROL_CANCEL_SEQ,
@@ -114,6 +115,11 @@ export class EngineHost {
         await this.#call({ op: "release", id: 0, attach_id });
       },
     };
+  }
+
+  /** Runs an administration request on the engine's database (`admin.ts`). */
+  admin(request: AdminRequest): Promise<unknown> {
+    return this.#call({ op: "admin", id: 0, request });
   }
 
   /** Closes the engine (stopping its computes cleanly) and the Worker. */

@@ -12,6 +12,7 @@
  */
 
 import type { BranchAt } from "../../replication/branch_point.ts";
+import type { AdminRequest } from "./admin.ts";
 import type { Lane } from "./engine_channel.ts";
 
 /** How the engine opens its data directory. */
@@ -48,6 +49,7 @@ export type EngineRequest =
   | { op: "exec"; id: number; token: number; compute_id: number; acquire: boolean; seq: number; bytes: Uint8Array }
   | { op: "done"; token: number }
   | { op: "wake" }
+  | { op: "admin"; id: number; request: AdminRequest }
   | { op: "close"; id: number };
 
 /** The reply to `exec`: Postgres's messages, and whether the backend was given back after them. */

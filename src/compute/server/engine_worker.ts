@@ -11,6 +11,7 @@ import { shareWasmMemory } from "../shared_memory.ts";
 import { type Lane, LANE_BYTES, LaneServer } from "./engine_channel.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { Tarn } from "../../tarn.ts";
+import { runAdmin } from "./admin.ts";
 import {
   type AttachedCompute,
   CONTROL_CANCEL_SEQ,
@@ -70,6 +71,9 @@ function handle(request: Exclude<EngineRequest, { op: "attach_running" | "done" 
       return serially(() => release(request.attach_id));
     case "exec":
       return exec(request);
+    case "admin":
+      if (tarn === undefined) throw new Error("the engine is not open");
+      return runAdmin(tarn, request.request);
     case "close":
       return close();
   }

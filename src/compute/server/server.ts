@@ -6,6 +6,7 @@
  *
  * @module
  */
+import type { AdminRequest } from "./admin.ts";
 import { scramSecret } from "./scram.ts";
 import { type BackendState, ServerSession, type SharedBackend } from "./session.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
@@ -34,6 +35,8 @@ export type ServerOptions = {
   log?: (event: string, fields: Record<string, unknown>) => void;
   /** Require this password (SCRAM-SHA-256) from every client; without it, clients are trusted. */
   password?: string;
+  /** Serves `POST /admin` on the same port, from loopback clients only (`tarn branch` on a running server). */
+  admin?: (request: AdminRequest) => Promise<unknown>;
 };
 
 /** The branch a startup packet asks for. */
@@ -104,6 +107,7 @@ export class TarnServer {
       idle_in_transaction_ms: options.idle_in_transaction_ms ?? DEFAULT_IDLE_IN_TRANSACTION_MS,
       log,
       password: options.password === undefined ? undefined : scramSecret(options.password),
+      admin: options.admin,
     };
     const max_connections = options.max_connections ?? 100;
     for await (const conn of this.#listener) {

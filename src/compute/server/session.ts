@@ -10,6 +10,8 @@
  */
 import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
 import { renameStatements } from "./statement_names.ts";
+import type { AdminRequest } from "./admin.ts";
+import { isHttpRequest, serveAdminHttp } from "./admin_http.ts";
 import {
   authenticationOk,
   backendKeyData,
@@ -60,6 +62,8 @@ export type SessionContext = {
   log(event: string, fields: Record<string, unknown>): void;
   /** When set, clients authenticate with SCRAM-SHA-256 against this secret; else trust. */
   password?: Promise<ScramSecret>;
+  /** Runs an administration request (`tarn branch` on a running server); undefined: none is served. */
+  admin?: (request: AdminRequest) => Promise<unknown>;
 };
 
 /** What a compute's backend carries from one owner to the next. */
@@ -159,6 +163,12 @@ export class ServerSession {
   }
 
   async #startup(): Promise<boolean> {
+    const head = await this.#next(() => this.#reader.buffered_bytes >= 4 ? this.#reader.peek(4) : undefined);
+    if (head === undefined) return false;
+    if (isHttpRequest(head)) {
+      await serveAdminHttp(this.#conn, this.#reader.takeBuffered(), this.#ctx.admin);
+      return false;
+    }
     for (let packets = 0; packets < 4; packets++) {
       const packet = await this.#next(() => this.#reader.takeStartup());
       if (packet === undefined) return false;

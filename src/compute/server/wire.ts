@@ -82,6 +82,18 @@ export class MessageReader {
     return this.#end - this.#start;
   }
 
+  /** A copy of the first `n` buffered bytes (fewer when fewer are buffered), left in place. */
+  peek(n: number): Uint8Array {
+    return this.#buffer.slice(this.#start, Math.min(this.#end, this.#start + n));
+  }
+
+  /** Every buffered byte, taken. */
+  takeBuffered(): Uint8Array {
+    const bytes = this.#buffer.slice(this.#start, this.#end);
+    this.#start = this.#end = 0;
+    return bytes;
+  }
+
   /** The startup packet (length-prefixed, no type byte), or undefined until it is whole. */
   takeStartup(): StartupPacket | undefined {
     const whole = this.#take(0);

@@ -10,6 +10,7 @@
  */
 import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
 import { renameStatements } from "./statement_names.ts";
+import { startupSettings } from "./startup_settings.ts";
 import type { AdminRequest } from "./admin.ts";
 import { isHttpRequest, serveAdminHttp } from "./admin_http.ts";
 import {
@@ -77,7 +78,6 @@ const SESSION_STATE =
   /\b(set|reset|prepare|deallocate|declare|listen|discard|pg_advisory|temp|temporary|set_config)\b/i;
 
 const RESET_SQL = "RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();";
-const NOT_SETTINGS = new Set(["user", "database", "options", "replication", "tarn.branch"]);
 const COPY_FROM_STDIN = /^\s*copy\b[\s\S]*\bfrom\s+stdin\b/i;
 const READ_BYTES = 64 * 1024;
 
@@ -362,32 +362,6 @@ export class ServerSession {
   async #write(bytes: Uint8Array): Promise<void> {
     for (let done = 0; done < bytes.length;) done += await this.#conn.write(bytes.subarray(done));
   }
-}
-
-/** Settings PGlite cannot honour: statement_timeout never fires, and the other one makes the backend hang. */
-const REFUSED_SETTINGS = new Set(["statement_timeout", "idle_in_transaction_session_timeout"]);
-
-/**
- * The settings a startup packet asks for: its parameters other than user, database and options, plus each
- * `-c name=value` or `--name=value` of `options` (except `--branch` and `--at`, which pick what to serve).
- */
-export function startupSettings(params: Record<string, string>): [string, string][] {
-  const settings = Object.entries(params).filter(([name]) => !NOT_SETTINGS.has(name));
-  const words = (params.options ?? "").trim().split(/\s+/).filter((word) => word !== "");
-  for (let i = 0; i < words.length; i++) {
-    const setting = words[i] === "-c" ? words[++i] : words[i].startsWith("--") ? words[i].slice(2) : undefined;
-    const match = setting === undefined ? null : /^([A-Za-z_][\w.]*)=(.*)$/.exec(setting);
-    if (match === null) throw new ProtocolError(`options: cannot read "${words[i] ?? ""}"; use -c name=value`);
-    if (match[1] !== "branch" && match[1] !== "at") settings.push([match[1].replaceAll("-", "_"), match[2]]);
-  }
-  for (const [name] of settings) {
-    if (REFUSED_SETTINGS.has(name)) {
-      throw new ProtocolError(
-        `${name} is not supported here (PGlite cannot honour it); the server has its own timeouts`,
-      );
-    }
-  }
-  return settings;
 }
 
 function frame(message: FrontendMessage): Uint8Array {

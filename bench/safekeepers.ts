@@ -33,7 +33,13 @@ async function commitLatencies(port: number, count: number): Promise<{ p50_ms: n
 
 async function measure(name: string, scale: number, seconds: number, safekeepers?: string[]): Promise<QuorumResult> {
   const dir = await Deno.makeTempDir({ prefix: "tarn-bench-quorum-" });
-  const engine = await EngineHost.open({ dir, compute_idle_ms: 60_000, page_cache_pages: 128 * 128, safekeepers });
+  const engine = await EngineHost.open({
+    dir,
+    compute_idle_ms: 60_000,
+    page_cache_pages: 128 * 128,
+    block_cache_bytes: 64 << 20,
+    safekeepers,
+  });
   const server = TarnServer.start(engine, { port: 0 });
   try {
     const latency = await commitLatencies(server.port, 500);

@@ -90,7 +90,12 @@ export async function benchServer(scale: number, seconds: number) {
   const results: PgbenchResult[] = [];
   // As `tarn start` runs it: the engine in a Worker, on a directory, with its 128 MB page cache.
   const dir = await Deno.makeTempDir({ prefix: "tarn-bench-server-" });
-  const engine = await EngineHost.open({ dir, compute_idle_ms: 60_000, page_cache_pages: 128 * 128 });
+  const engine = await EngineHost.open({
+    dir,
+    compute_idle_ms: 60_000,
+    page_cache_pages: 128 * 128,
+    block_cache_bytes: 64 << 20,
+  });
   const server = TarnServer.start(engine, { port: 0 });
   const connection = await connectionTimes(server.port, 200);
   results.push({
@@ -103,7 +108,7 @@ export async function benchServer(scale: number, seconds: number) {
 
   // The same engine on the server's own thread (no Worker, no cancel): what the Worker costs or gains.
   const same_thread_dir = await Deno.makeTempDir({ prefix: "tarn-bench-server-" });
-  const tarn = await Tarn.open(same_thread_dir, { page_cache_pages: 128 * 128 });
+  const tarn = await Tarn.open(same_thread_dir, { page_cache_pages: 128 * 128, block_cache_bytes: 64 << 20 });
   const same_thread = TarnServer.start(tarn, { port: 0 });
   results.push({
     name: "tarn, engine on the server thread",

@@ -35,6 +35,11 @@ export type TarnOptions = {
   /** Pages in each compute's page cache. Default 1024 (8 MiB). */
   page_cache_pages?: number;
   /**
+   * Each branch's cache of decompressed storage blocks (64 KiB, several pages each): what a page cache miss
+   * reads from. Default 4 MiB; a server reading much more than its page cache holds wants more.
+   */
+  block_cache_bytes?: number;
+  /**
    * A branch other than `main` stops its compute this long after its last client left (scale to zero); 0, the
    * default, stops it at once.
    */
@@ -69,7 +74,7 @@ export type BranchStart = { from?: string; at?: BranchAt };
 export type ConnectOptions = { at?: BranchAt; readOnly?: boolean };
 
 const MAIN = "main";
-/** Each page store's cache of decompressed blocks. */
+/** Each page store's cache of decompressed blocks, by default. */
 const BLOCK_CACHE_BYTES = 4 * 1024 * 1024;
 const BRANCH_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
@@ -143,10 +148,11 @@ export class Tarn {
     }
     const config: TenantFile = tenant;
     const catalog = await BranchCatalog.open(dir, config.timeline_id, new Date(config.created_at));
+    const block_cache_bytes = options.block_cache_bytes ?? BLOCK_CACHE_BYTES;
     const quorum = walQuorum(dir, config.timeline_id, options.safekeepers, options.election_timeout_ms, options.log);
     if (fresh) {
       // The initial cluster goes to the local log first: the safekeepers' log of a new database starts after it.
-      const bootstrap = new Timelines(dir, config.segment_size, catalog, BLOCK_CACHE_BYTES);
+      const bootstrap = new Timelines(dir, config.segment_size, catalog, block_cache_bytes);
       const { pages, wal } = await bootstrap.open(config.timeline_id);
       importTemplate(await clusterTemplate(), pages, wal);
       await pages.flush(await wal.flush());
@@ -156,7 +162,7 @@ export class Tarn {
     } else if (dir !== undefined) {
       await removeUnfinished(dir, catalog.list().map((b) => b.timeline_id));
     }
-    const timelines = new Timelines(dir, config.segment_size, catalog, BLOCK_CACHE_BYTES, quorum);
+    const timelines = new Timelines(dir, config.segment_size, catalog, block_cache_bytes, quorum);
     return await Tarn.#start(dir, lock, catalog, timelines, config, options);
   }
 

@@ -23,6 +23,8 @@ export type EngineOpenOptions = {
   compute_idle_ms: number;
   /** Pages in each compute's page cache. */
   page_cache_pages: number;
+  /** Each branch's cache of decompressed storage blocks (bytes). */
+  block_cache_bytes?: number;
   /** Safekeepers (`HOST:PORT`) for the WAL; none: local fsyncs. */
   safekeepers?: string[];
 };

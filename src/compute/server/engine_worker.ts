@@ -84,6 +84,7 @@ async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
   tarn = await Tarn.open(options.dir, {
     compute_idle_ms: options.compute_idle_ms,
     page_cache_pages: options.page_cache_pages,
+    block_cache_bytes: options.block_cache_bytes,
     safekeepers: options.safekeepers,
     log: (event, fields) => self.postMessage({ log: event, fields } satisfies EngineReply),
   });

@@ -55,6 +55,7 @@ export class SafekeeperClient {
   #queued_bytes = 0;
   #writing: Promise<void> = Promise.resolve();
   #closed = false;
+  #outage_reported = false;
   readonly #running: Promise<void>;
   /** The safekeeper's node id and state, from its Hello answer. */
   hello: { node_id: number } | undefined;
@@ -108,7 +109,11 @@ export class SafekeeperClient {
         backoff_ms = RECONNECT_MIN_MS;
         await this.#serve(this.#conn);
       } catch (error) {
-        if (!this.#closed) log("safekeeper_unreachable", { ...address, message: String(error) });
+        // Logged once per outage, not at every retry: a safekeeper down for hours would flood the log.
+        if (!this.#closed && !this.#outage_reported) {
+          this.#outage_reported = true;
+          log("safekeeper_unreachable", { ...address, message: String(error), retry_every_ms: RECONNECT_MAX_MS });
+        }
       } finally {
         this.#drop("disconnected");
       }
@@ -131,6 +136,7 @@ export class SafekeeperClient {
           if (msg.type !== "hello_response") throw new Error(`the safekeeper answered Hello with ${msg.type}`);
           this.hello = { node_id: msg.node_id };
           this.#ready = true;
+          this.#outage_reported = false;
           log("safekeeper_connected", { ...address, node_id: msg.node_id });
           continue;
         }

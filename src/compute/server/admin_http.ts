@@ -6,6 +6,7 @@
  * @module
  */
 import { type AdminRequest, parseAdminRequest } from "./admin.ts";
+import { concatBytes } from "./wire.ts";
 
 const MAX_HEAD_BYTES = 8 * 1024;
 const MAX_BODY_BYTES = 64 * 1024;
@@ -27,7 +28,7 @@ export async function serveAdminHttp(
   const body = new TextEncoder().encode(JSON.stringify(reply.body));
   const head = `HTTP/1.1 ${reply.status}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n` +
     `Connection: close\r\n\r\n`;
-  const bytes = new Uint8Array([...new TextEncoder().encode(head), ...body]);
+  const bytes = concatBytes([new TextEncoder().encode(head), body]);
   for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
 }
 
@@ -66,7 +67,7 @@ async function readRequest(conn: Deno.Conn, received: Uint8Array) {
     if (bytes.length > MAX_HEAD_BYTES || reads > READ_LIMIT) return "request head too large";
     const n = await conn.read(chunk);
     if (n === null) return "request ended early";
-    bytes = new Uint8Array([...bytes, ...chunk.subarray(0, n)]);
+    bytes = concatBytes([bytes, chunk.subarray(0, n)]);
   }
   const head_end = headEnd(bytes);
   const [request_line, ...headers] = new TextDecoder().decode(bytes.subarray(0, head_end)).split("\r\n");
@@ -79,7 +80,7 @@ async function readRequest(conn: Deno.Conn, received: Uint8Array) {
     if (reads > READ_LIMIT) return "request body too slow";
     const n = await conn.read(chunk);
     if (n === null) return "request body ended early";
-    body = new Uint8Array([...body, ...chunk.subarray(0, n)]);
+    body = concatBytes([body, chunk.subarray(0, n)]);
   }
   return { method, path, body: new TextDecoder().decode(body.subarray(0, length)) };
 }

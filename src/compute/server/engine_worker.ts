@@ -7,7 +7,7 @@
  */
 /// <reference lib="deno.worker" />
 import type { Compute } from "../compute.ts";
-import { shareWasmMemory } from "../shared_memory.ts";
+import { shareWasmMemory } from "./shared_memory.ts";
 import { type Lane, LANE_BYTES, LaneServer } from "./engine_channel.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { Tarn } from "../../tarn.ts";

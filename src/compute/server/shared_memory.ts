@@ -8,6 +8,7 @@
  * @module
  */
 // deno-lint-ignore-file no-explicit-any -- WebAssembly's constructors are replaced in place.
+import { concatBytes } from "./wire.ts";
 
 /** Pages of 64 KiB a shared memory may grow to when its module gives no maximum: PGlite's own maximum (2 GiB). */
 const MAXIMUM_PAGES = 32768;
@@ -123,13 +124,7 @@ function shareLimits(bytes: Uint8Array<ArrayBuffer>, reader: ULeb, size_at: numb
     maximum,
     bytes.subarray(reader.at),
   ];
-  const out = new Uint8Array(parts.reduce((sum, part) => sum + part.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
+  return concatBytes(parts);
 }
 
 /** Reads unsigned LEB128 numbers from a WASM binary. */

@@ -28,6 +28,7 @@ export {
   LsnOutOfRangeError,
   ReadOnlyError,
 } from "./src/errors.ts";
+export { EngineCrashedError } from "./src/compute/engine_guard.ts";
 export { formatLsn, type Lsn, LsnFormatError, parseLsn } from "./src/lsn.ts";
 export { QuorumLostError, QuorumUnavailableError } from "./src/replication/quorum_wal.ts";
 export { SafekeeperAddressError } from "./src/replication/safekeeper_client.ts";

@@ -32,10 +32,19 @@ export interface Queryable {
 /** The session's lock: one statement or transaction at a time, in arrival order. */
 export class SessionLock {
   #tail: Promise<void> = Promise.resolve();
+  readonly #prepare: () => Promise<void>;
+
+  /** @param prepare runs before each holder (a compute restarts a failed engine there) */
+  constructor(prepare: () => Promise<void> = () => Promise.resolve()) {
+    this.#prepare = prepare;
+  }
 
   /** Runs `fn` when every earlier holder has finished. */
   run<T>(fn: () => Promise<T>): Promise<T> {
-    const result = this.#tail.then(fn);
+    const result = this.#tail.then(async () => {
+      await this.#prepare();
+      return await fn();
+    });
     this.#tail = result.then(() => {}, () => {});
     return result;
   }

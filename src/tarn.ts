@@ -181,6 +181,7 @@ export class Tarn {
       page_store_memory_bytes: options.page_store_memory_bytes ?? 16 * 1024 * 1024,
       page_cache_pages: options.page_cache_pages ?? 1024,
       read_only: false,
+      log: options.log,
     };
     const compute_idle_ms = options.compute_idle_ms ?? 0;
     const tarn = new Tarn({ dir, lock, catalog, timelines, options: compute_options, compute_idle_ms });

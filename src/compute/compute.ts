@@ -13,6 +13,7 @@ import type { TimelineWal } from "../replication/timeline_wal.ts";
 import type { PageStore } from "../storage/page_store.ts";
 import { Checkpointer } from "./checkpointer.ts";
 import { startPostgres } from "./engine.ts";
+import { type CopyInput, EngineGuard } from "./engine_guard.ts";
 import { parseControlFile } from "./pg_control.ts";
 import { TarnFS, type TarnFsState } from "./tarn_fs.ts";
 import type { WasmSnapshot } from "./wasm_snapshot.ts";
@@ -36,6 +37,8 @@ export type ComputeOptions = {
   read_only: boolean;
   /** Extra PostgreSQL settings (`name=value`), after Tarn's own. */
   settings?: readonly string[];
+  /** Structured log (an engine restart is logged). */
+  log?: (event: string, fields: Record<string, unknown>) => void;
 };
 
 /**
@@ -51,8 +54,11 @@ export type ComputeSnapshot = { wasm: WasmSnapshot; fs: TarnFsState; page_mark: 
 export class Compute {
   readonly #storage: TimelineStorage;
   readonly #options: ComputeOptions;
-  readonly #session = new SessionLock();
+  readonly #session = new SessionLock(() => this.#reviveIfCrashed());
   #pg!: PGlite;
+  #engine!: EngineGuard;
+  /** Times Postgres failed and was restarted from storage. */
+  restarts = 0;
   #fs!: TarnFS;
   #checkpointer: Checkpointer | undefined;
   #stopped = false;
@@ -91,6 +97,7 @@ export class Compute {
     });
     const settings = [...options.read_only ? ["default_transaction_read_only=on"] : [], ...options.settings ?? []];
     const pg = await startPostgres(fs, settings);
+    this.#engine = new EngineGuard(pg);
     this.#pg = pg;
     this.#fs = fs;
     if (options.read_only) return;
@@ -103,6 +110,26 @@ export class Compute {
       wal,
       checkpoint_wal_bytes: options.checkpoint_wal_bytes,
       idle_ms: options.checkpoint_idle_ms,
+    });
+  }
+
+  /**
+   * Restarts Postgres from storage when it failed in the last call: crash recovery, as after a SIGKILL of the
+   * process, on the storage as it is (what the failed engine wrote stays, as a kernel keeps a dead process's
+   * writes), so every acknowledged commit is there.
+   */
+  async #reviveIfCrashed(): Promise<void> {
+    const cause = this.#engine.crashed;
+    if (cause === undefined || this.#stopped) return;
+    const started_ms = performance.now();
+    this.#checkpointer?.stop();
+    this.#checkpointer = undefined;
+    await this.#boot();
+    this.restarts++;
+    this.#options.log?.("engine_restarted", {
+      timeline: this.#storage.pages.timeline_id,
+      cause: String((cause as Error)?.message ?? cause).slice(0, 300),
+      restart_ms: Math.round(performance.now() - started_ms),
     });
   }
 
@@ -139,14 +166,22 @@ export class Compute {
    * the backend is outside a transaction.
    */
   exclusive<T>(
-    fn: (exec: (message: Uint8Array) => Promise<Uint8Array>, idle: () => Promise<void>) => Promise<T>,
+    fn: (
+      exec: (message: Uint8Array, copy_input?: CopyInput) => Promise<Uint8Array>,
+      idle: () => Promise<void>,
+    ) => Promise<T>,
   ): Promise<T> {
     return this.#session.run(() =>
       fn(
-        (message) => this.#pg.execProtocolRaw(message, { syncToFs: true }),
+        (message, copy_input) => this.#engine.execRaw(message, copy_input),
         () => this.#checkpointer?.afterStatement(this.#session) ?? Promise.resolve(),
       )
     );
+  }
+
+  /** Fault injection for tests: Postgres aborts in the middle of the next statement (see `EngineGuard.armFault`). */
+  injectEngineFault(): void {
+    this.#engine.armFault();
   }
 
   /** The addresses of Postgres's interrupt flags, when its memory is shared (else a cancel cannot reach it). */
@@ -187,7 +222,7 @@ export class Compute {
   rewind(snapshot: ComputeSnapshot, restart_reason?: string): Promise<ComputeSnapshot> {
     return this.#session.run(async () => {
       this.#checkpointer?.stop();
-      const reason = restart_reason ??
+      const reason = restart_reason ?? (this.#engine.crashed !== undefined ? "the engine failed" : undefined) ??
         (this.#pg.isInTransaction() ? "a transaction is open" : this.#fs.wasm.checkRewindable(snapshot.wasm));
       const { pages, wal } = this.#storage;
       if (reason === undefined) {
@@ -200,7 +235,7 @@ export class Compute {
         return snapshot;
       }
       this.last_rewind_fallback = reason;
-      await this.#pg.close();
+      if (this.#engine.crashed === undefined) await this.#pg.close();
       pages.rewindTo(snapshot.page_mark);
       await wal.rewindTo(snapshot.wal_mark);
       await this.#boot();
@@ -215,7 +250,7 @@ export class Compute {
     this.#stopped = true;
     this.#checkpointer?.stop();
     await this.#session.run(async () => {
-      await this.#pg.close();
+      if (this.#engine.crashed === undefined) await this.#pg.close();
       if (this.#options.read_only) return;
       await this.#storage.pages.flush(await this.#storage.wal.flush());
     });

@@ -18,15 +18,18 @@ export function isHttpRequest(head: Uint8Array): boolean {
   return text === "POST" || text === "GET ";
 }
 
-/** Serves one HTTP request: `POST /admin` with an {@linkcode AdminRequest} as JSON. */
+/** Serves one HTTP request: `POST /admin` with an {@linkcode AdminRequest} as JSON, or `GET /metrics`. */
 export async function serveAdminHttp(
   conn: Deno.Conn,
   received: Uint8Array,
   admin: ((request: AdminRequest) => Promise<unknown>) | undefined,
+  metrics?: () => string,
 ): Promise<void> {
-  const reply = await answer(conn, received, admin);
-  const body = new TextEncoder().encode(JSON.stringify(reply.body));
-  const head = `HTTP/1.1 ${reply.status}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n` +
+  const reply = await answer(conn, received, admin, metrics);
+  const text = typeof reply.body === "string";
+  const body = new TextEncoder().encode(text ? reply.body as string : JSON.stringify(reply.body));
+  const type = text ? "text/plain; version=0.0.4" : "application/json";
+  const head = `HTTP/1.1 ${reply.status}\r\nContent-Type: ${type}\r\nContent-Length: ${body.length}\r\n` +
     `Connection: close\r\n\r\n`;
   const bytes = concatBytes([new TextEncoder().encode(head), body]);
   for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
@@ -38,6 +41,7 @@ async function answer(
   conn: Deno.Conn,
   received: Uint8Array,
   admin: ((request: AdminRequest) => Promise<unknown>) | undefined,
+  metrics: (() => string) | undefined,
 ): Promise<Reply> {
   const peer = (conn.remoteAddr as Deno.NetAddr).hostname;
   if (peer !== "127.0.0.1" && peer !== "::1") {
@@ -45,7 +49,12 @@ async function answer(
   }
   const request = await readRequest(conn, received);
   if (typeof request === "string") return failure("400 Bad Request", request);
-  if (request.method !== "POST" || request.path !== "/admin") return failure("404 Not Found", "use POST /admin");
+  if (request.method === "GET" && request.path === "/metrics" && metrics !== undefined) {
+    return { status: "200 OK", body: metrics() };
+  }
+  if (request.method !== "POST" || request.path !== "/admin") {
+    return failure("404 Not Found", "use POST /admin or GET /metrics");
+  }
   if (admin === undefined) return failure("503 Service Unavailable", "this server has no administration");
   try {
     return { status: "200 OK", body: { ok: true, value: await admin(parseAdminRequest(JSON.parse(request.body))) } };

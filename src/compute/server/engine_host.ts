@@ -16,8 +16,10 @@ import {
   type EngineRequest,
   type ExecResult,
 } from "./engine_protocol.ts";
-import type { BackendFn, SharedBackend } from "./session.ts";
+import type { BackendFn, CopyStream, SharedBackend } from "./session.ts";
 import { LaneClient, makeLane } from "./engine_channel.ts";
+import { CopyFeedWriter, FEED_BYTES, makeCopyFeed } from "./copy_feed.ts";
+import { copyFail } from "../engine_guard.ts";
 
 /** Requests in flight at once; each client connection has at most one, so this is far above need. */
 const MAX_PENDING = 10_000;
@@ -32,6 +34,15 @@ export class EngineFailedError extends Error {
 }
 
 type Attachment = { backend: RemoteBackend; attachments: number; compute_id: number };
+type ExecRequest = Extract<EngineRequest, { op: "exec" }>;
+/** A COPY in progress: the client's stream, and what it gave beyond one feed. */
+type CopyState = { stream: CopyStream; backlog: Uint8Array };
+
+/** How long a COPY FROM STDIN waits in the Worker for data the server's thread never sends (ms). */
+const COPY_WAIT_MS = 10 * 60_000;
+
+/** How the server opens an engine: {@linkcode EngineOpenOptions} without the parts the host makes itself. */
+export type EngineHostOptions = Omit<EngineOpenOptions, "copy_feed" | "copy_wait_ms">;
 type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => void };
 
 /** A Tarn engine running in a Worker. */
@@ -46,6 +57,10 @@ export class EngineHost {
   #failure: Error | undefined;
   readonly #lane_memory = makeLane();
   readonly #lane = new LaneClient(this.#lane_memory, () => this.#worker.postMessage({ op: "wake" }));
+  readonly #copy_memory = makeCopyFeed();
+  readonly #copy_feed = new CopyFeedWriter(this.#copy_memory);
+  /** Execs whose COPY FROM STDIN may ask for the client's data, by request id. */
+  readonly #copies = new Map<number, CopyState>();
   #crashed!: (error: EngineFailedError) => void;
   /** Resolves if the Worker dies (Postgres aborted, out of memory): every session fails from then on. */
   readonly crashed: Promise<EngineFailedError> = new Promise((resolve) => this.#crashed = resolve);
@@ -64,12 +79,13 @@ export class EngineHost {
 
   /** Starts the Worker and opens the data directory in it; rejects (and stops the Worker) when that fails. */
   static async open(
-    options: EngineOpenOptions,
+    options: EngineHostOptions,
     log: (event: string, fields: Record<string, unknown>) => void = () => {},
   ): Promise<EngineHost> {
     const host = new EngineHost(log);
+    const open_options = { ...options, copy_feed: host.#copy_memory, copy_wait_ms: COPY_WAIT_MS };
     try {
-      await host.#call({ op: "open", id: 0, options, lane: host.#lane_memory });
+      await host.#call({ op: "open", id: 0, options: open_options, lane: host.#lane_memory });
     } catch (error) {
       host.#worker.terminate();
       throw error;
@@ -94,7 +110,11 @@ export class EngineHost {
       const attached = await this.#call({ op: "attach", id: 0, attach_id, branch, at }) as AttachedCompute;
       known = this.#backends.get(attached.compute_id);
       if (known === undefined) {
-        const backend = new RemoteBackend(attached, (request) => this.#send(request), (request) => this.#exec(request));
+        const backend = new RemoteBackend(
+          attached,
+          (request) => this.#send(request),
+          (request, copy) => this.#exec(request, copy),
+        );
         known = { backend, attachments: 0, compute_id: attached.compute_id };
         this.#backends.set(attached.compute_id, known);
       }
@@ -115,6 +135,12 @@ export class EngineHost {
         await this.#call({ op: "release", id: 0, attach_id });
       },
     };
+  }
+
+  /** Tests only (`fault_injection`): the next statement on `compute`'s Postgres aborts the engine. */
+  async injectFault(compute: SharedBackend): Promise<void> {
+    if (!(compute instanceof RemoteBackend)) throw new Error("not a compute of this engine");
+    await this.#call({ op: "inject_fault", id: 0, compute_id: compute.compute_id });
   }
 
   /** Runs an administration request on the engine's database (`admin.ts`). */
@@ -138,26 +164,59 @@ export class EngineHost {
     this.#lane.posted();
   }
 
-  /** An exec by the lane when it is free, else by postMessage. */
-  async #exec(request: Extract<EngineRequest, { op: "exec" }>): Promise<ExecResult> {
-    if (this.#failure !== undefined || !this.#lane.available(request.bytes)) {
-      return await this.#call(request) as ExecResult;
-    }
+  /** An exec by the lane when it is free, else by postMessage; a COPY in it streams through `copy`. */
+  async #exec(request: ExecRequest, copy?: CopyStream): Promise<ExecResult> {
     const id = this.#next_id++;
-    const elsewhere = new Promise((resolve, reject) => this.#pending.set(id, { resolve, reject }));
-    const fields = [id, request.token, request.compute_id, request.acquire ? 1 : 0, request.seq];
-    const reply = await this.#lane.call(fields, request.bytes);
-    if (reply === undefined) return await elsewhere as ExecResult;
-    this.#pending.delete(id);
-    return { bytes: reply.subarray(1), released: reply[0] === 1 };
+    if (copy !== undefined) this.#copies.set(id, { stream: copy, backlog: new Uint8Array(0) });
+    try {
+      if (this.#failure !== undefined || !this.#lane.available(request.bytes)) {
+        return await this.#call({ ...request, id }) as ExecResult;
+      }
+      const elsewhere = new Promise((resolve, reject) => this.#pending.set(id, { resolve, reject }));
+      const fields = [
+        id,
+        request.token,
+        request.compute_id,
+        request.acquire ? 1 : 0,
+        request.seq,
+        request.copy ? 1 : 0,
+      ];
+      const reply = await this.#lane.call(fields, request.bytes);
+      if (reply === undefined) return await elsewhere as ExecResult;
+      this.#pending.delete(id);
+      return { bytes: reply.subarray(1), released: reply[0] === 1 };
+    } finally {
+      this.#copies.delete(id);
+    }
   }
 
+  /**
+   * A COPY FROM STDIN in exec `id` used up its input: give the client the replies so far, then feed the Worker the
+   * client's next bytes (a CopyFail when the client cannot give them).
+   */
+  async #serveCopy(id: number, asked: number, output: Uint8Array): Promise<void> {
+    const copy = this.#copies.get(id);
+    let more: Uint8Array;
+    try {
+      if (copy === undefined) throw new Error("no client stream for this COPY");
+      if (output.length > 0) await copy.stream.write(output);
+      more = copy.backlog.length > 0 ? copy.backlog : await copy.stream.read();
+      copy.backlog = more.subarray(Math.min(more.length, FEED_BYTES));
+      more = more.subarray(0, FEED_BYTES);
+      if (more.length === 0) throw new Error("the client sent nothing");
+    } catch (error) {
+      more = copyFail(`COPY ended: ${(error as Error)?.message ?? error}`);
+    }
+    this.#copy_feed.put(asked, more);
+  }
+
+  /** A request by postMessage; `id` 0 takes a new one. */
   #call(request: EngineRequest & { id: number }): Promise<unknown> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     if (this.#pending.size >= MAX_PENDING) {
       return Promise.reject(new Error(`more than ${MAX_PENDING} requests wait for the engine`));
     }
-    const id = this.#next_id++;
+    const id = request.id === 0 ? this.#next_id++ : request.id;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
       this.#worker.postMessage({ ...request, id });
@@ -168,6 +227,11 @@ export class EngineHost {
   #receive(reply: EngineReply): void {
     if ("lane_wake" in reply) return this.#lane.woken();
     if ("log" in reply) return this.#log(reply.log, reply.fields);
+    if ("copy_output" in reply) {
+      const { id, asked, bytes } = reply.copy_output;
+      this.#serveCopy(id, asked, bytes);
+      return;
+    }
     const pending = this.#pending.get(reply.id);
     if (pending === undefined) return;
     this.#pending.delete(reply.id);
@@ -188,9 +252,9 @@ let next_token = 1;
 
 /** One compute in the Worker, as the server's sessions share it. */
 class RemoteBackend implements SharedBackend {
-  readonly #attached: AttachedCompute;
+  #attached: AttachedCompute;
   readonly #send: (request: EngineRequest) => void;
-  readonly #call: (request: Extract<EngineRequest, { op: "exec" }>) => Promise<ExecResult>;
+  readonly #call: (request: ExecRequest, copy?: CopyStream) => Promise<ExecResult>;
   /** The exec running now: the only one a cancel may reach. */
   #running_seq: number | undefined;
   #next_seq = 1;
@@ -200,7 +264,7 @@ class RemoteBackend implements SharedBackend {
   constructor(
     attached: AttachedCompute,
     send: (request: EngineRequest) => void,
-    call: (request: Extract<EngineRequest, { op: "exec" }>) => Promise<ExecResult>,
+    call: (request: ExecRequest, copy?: CopyStream) => Promise<ExecResult>,
   ) {
     this.#attached = attached;
     this.#send = send;
@@ -208,7 +272,7 @@ class RemoteBackend implements SharedBackend {
   }
 
   /** Waits for the backend, runs `fn` with it (taken in the Worker by the first exec), gives it back. */
-  async exclusive<T>(fn: BackendFn<T>): Promise<T> {
+  async exclusive<T>(fn: BackendFn<T>, copy?: CopyStream): Promise<T> {
     const previous = this.#owners;
     let handBack!: () => void;
     this.#owners = new Promise((resolve) => handBack = resolve);
@@ -216,14 +280,19 @@ class RemoteBackend implements SharedBackend {
     const ownership = { token: next_token++, held: false };
     try {
       // The Worker runs the idle-time policy itself whenever it gives the backend back.
-      return await fn((bytes) => this.#exec(ownership, bytes), () => Promise.resolve());
+      return await fn((bytes) => this.#exec(ownership, bytes, copy), () => Promise.resolve());
     } finally {
       handBack();
       if (ownership.held) this.#send({ op: "done", token: ownership.token });
     }
   }
 
-  async #exec(ownership: { token: number; held: boolean }, bytes: Uint8Array): Promise<Uint8Array> {
+  /** The compute's id in the Worker. */
+  get compute_id(): number {
+    return this.#attached.compute_id;
+  }
+
+  async #exec(ownership: { token: number; held: boolean }, bytes: Uint8Array, copy?: CopyStream): Promise<Uint8Array> {
     const seq = this.#next_seq++;
     const acquire = !ownership.held;
     ownership.held = true;
@@ -231,7 +300,9 @@ class RemoteBackend implements SharedBackend {
     try {
       const { token } = ownership;
       const compute_id = this.#attached.compute_id;
-      const result = await this.#call({ op: "exec", id: 0, token, compute_id, acquire, seq, bytes });
+      const request = { op: "exec", id: 0, token, compute_id, acquire, seq, copy: copy !== undefined, bytes } as const;
+      const result = await this.#call(request, copy);
+      if (result.cancel !== undefined) this.#attached.cancel = result.cancel;
       ownership.held = !result.released;
       return result.bytes;
     } finally {

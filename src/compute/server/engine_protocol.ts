@@ -14,6 +14,7 @@
 import type { BranchAt } from "../../replication/branch_point.ts";
 import type { AdminRequest } from "./admin.ts";
 import type { Lane } from "./engine_channel.ts";
+import type { CopyFeedMemory } from "./copy_feed.ts";
 
 /** How the engine opens its data directory. */
 export type EngineOpenOptions = {
@@ -27,6 +28,12 @@ export type EngineOpenOptions = {
   block_cache_bytes?: number;
   /** Safekeepers (`HOST:PORT`) for the WAL; none: local fsyncs. */
   safekeepers?: string[];
+  /** Where COPY data reaches a statement waiting for it (`copy_feed.ts`). */
+  copy_feed: CopyFeedMemory;
+  /** A COPY FROM STDIN waiting longer than this for the client's data fails (ms). */
+  copy_wait_ms: number;
+  /** Tests only: `inject_fault` makes a compute's Postgres abort in its next statement. */
+  fault_injection?: boolean;
 };
 
 /** What a connection's compute looks like to the server's thread. */
@@ -48,14 +55,28 @@ export type EngineRequest =
   | { op: "attach"; id: number; attach_id: number; branch: string; at?: BranchAt }
   | { op: "attach_running"; attach_id: number; compute_id: number; branch: string }
   | { op: "release"; id: number; attach_id: number }
-  | { op: "exec"; id: number; token: number; compute_id: number; acquire: boolean; seq: number; bytes: Uint8Array }
+  | {
+    op: "exec";
+    id: number;
+    token: number;
+    compute_id: number;
+    acquire: boolean;
+    seq: number;
+    /** Whether a COPY FROM STDIN may ask the server's thread for the client's data (`copy_output`). */
+    copy: boolean;
+    bytes: Uint8Array;
+  }
+  | { op: "inject_fault"; id: number; compute_id: number }
   | { op: "done"; token: number }
   | { op: "wake" }
   | { op: "admin"; id: number; request: AdminRequest }
   | { op: "close"; id: number };
 
-/** The reply to `exec`: Postgres's messages, and whether the backend was given back after them. */
-export type ExecResult = { bytes: Uint8Array; released: boolean };
+/**
+ * The reply to `exec`: Postgres's messages, and whether the backend was given back after them; `cancel` when the
+ * compute's Postgres was restarted (after a crash) and its interrupt flags moved.
+ */
+export type ExecResult = { bytes: Uint8Array; released: boolean; cancel?: AttachedCompute["cancel"] };
 
 /** An error as it crosses threads: its class name survives, so callers can tell user errors apart. */
 export type EngineError = { name: string; message: string };
@@ -65,6 +86,8 @@ export type EngineReply =
   | { id: number; ok: true; value: unknown }
   | { id: number; ok: false; error: EngineError }
   | { log: string; fields: Record<string, unknown> }
+  /** The exec `id` waits in a COPY FROM STDIN: `bytes` for the client, then the client's data in the feed. */
+  | { copy_output: { id: number; asked: number; bytes: Uint8Array } }
   | { lane_wake: true };
 
 /** Index of the control word a canceller sets to the `seq` of the exec it cancels. */

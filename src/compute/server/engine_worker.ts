@@ -12,6 +12,8 @@ import { type Lane, LANE_BYTES, LaneServer } from "./engine_channel.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { Tarn } from "../../tarn.ts";
 import { runAdmin } from "./admin.ts";
+import { copyFeedInput } from "./copy_feed.ts";
+import type { CopyInput } from "../engine_guard.ts";
 import {
   type AttachedCompute,
   CONTROL_CANCEL_SEQ,
@@ -24,10 +26,22 @@ import {
 
 shareWasmMemory();
 
-type Entry = { compute: Compute; control: Int32Array; cancel?: AttachedCompute["cancel"]; attachments: number };
-type Held = { exec: (bytes: Uint8Array) => Promise<Uint8Array>; idle: () => Promise<void>; done: () => void };
+type Entry = {
+  compute: Compute;
+  control: Int32Array;
+  cancel?: AttachedCompute["cancel"];
+  attachments: number;
+  /** The compute's restart count when `cancel` was taken: a restarted Postgres has its flags elsewhere. */
+  restarts: number;
+};
+type Held = {
+  exec: (bytes: Uint8Array, copy_input?: CopyInput) => Promise<Uint8Array>;
+  idle: () => Promise<void>;
+  done: () => void;
+};
 
 let tarn: Tarn | undefined;
+let open_options: EngineOpenOptions | undefined;
 const computes = new Map<number, Entry>();
 const compute_ids = new WeakMap<Compute, number>();
 const releases = new Map<number, { compute_id: number; release: () => Promise<void> }>();
@@ -71,6 +85,10 @@ function handle(request: Exclude<EngineRequest, { op: "attach_running" | "done" 
       return serially(() => release(request.attach_id));
     case "exec":
       return exec(request);
+    case "inject_fault":
+      if (open_options?.fault_injection !== true) throw new Error("fault injection is off");
+      computes.get(request.compute_id)?.compute.injectEngineFault();
+      return Promise.resolve();
     case "admin":
       if (tarn === undefined) throw new Error("the engine is not open");
       return runAdmin(tarn, request.request);
@@ -81,6 +99,7 @@ function handle(request: Exclude<EngineRequest, { op: "attach_running" | "done" 
 
 async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
   if (tarn !== undefined) throw new Error("the engine is open already");
+  open_options = options;
   tarn = await Tarn.open(options.dir, {
     compute_idle_ms: options.compute_idle_ms,
     page_cache_pages: options.page_cache_pages,
@@ -94,10 +113,19 @@ async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
 
 /** An exec that came by the lane: its reply goes back in the lane (first byte: released), else by postMessage. */
 async function execFromLane(fields: number[], bytes: Uint8Array): Promise<Uint8Array | undefined> {
-  const [id, token, compute_id, acquire, seq] = fields;
+  const [id, token, compute_id, acquire, seq, copy] = fields;
   try {
-    const result = await exec({ op: "exec", id, token, compute_id, acquire: acquire === 1, seq, bytes });
-    if (result.bytes.length + 1 > LANE_BYTES) {
+    const result = await exec({
+      op: "exec",
+      id,
+      token,
+      compute_id,
+      acquire: acquire === 1,
+      seq,
+      copy: copy === 1,
+      bytes,
+    });
+    if (result.bytes.length + 1 > LANE_BYTES || result.cancel !== undefined) {
       self.postMessage({ id, ok: true, value: result } satisfies EngineReply);
       return undefined;
     }
@@ -140,7 +168,7 @@ async function attach(attach_id: number, branch: string, at?: BranchAt): Promise
     const control = new Int32Array(new SharedArrayBuffer(4));
     const flags = compute.interruptFlags();
     const cancel = flags && { ...flags, control: control.buffer as SharedArrayBuffer };
-    computes.set(compute_id, { compute, control, cancel, attachments: 0 });
+    computes.set(compute_id, { compute, control, cancel, attachments: 0, restarts: compute.restarts });
   }
   const entry = computes.get(compute_id)!;
   entry.attachments++;
@@ -173,16 +201,34 @@ async function exec(request: Extract<EngineRequest, { op: "exec" }>): Promise<Ex
   const holder = request.acquire ? acquire(request.token, request.compute_id) : holders.get(request.token);
   if (holder === undefined) throw new Error(`backend token ${request.token} is not held`);
   const { exec } = await holder.held;
+  const cancel = refreshCancel(holder.entry);
   armCancel(holder.entry, request.seq);
   let bytes: Uint8Array;
   try {
-    bytes = await exec(request.bytes);
+    bytes = await exec(request.bytes, request.copy ? copyInput(request.id) : undefined);
   } finally {
     disarmCancel(holder.entry);
   }
   const released = endsIdle(bytes);
   if (released) release_backend(request.token);
-  return { bytes, released };
+  return cancel === undefined ? { bytes, released } : { bytes, released, cancel };
+}
+
+/** Where a COPY FROM STDIN of exec `id` gets the client's data: from the server's thread, through the feed. */
+function copyInput(id: number): CopyInput {
+  const options = open_options!;
+  const post = (asked: number, bytes: Uint8Array) =>
+    self.postMessage({ copy_output: { id, asked, bytes } } satisfies EngineReply);
+  return copyFeedInput(options.copy_feed, post, options.copy_wait_ms);
+}
+
+/** After the compute's Postgres was restarted, its interrupt flags are elsewhere: the new ones, for the server. */
+function refreshCancel(entry: Entry): AttachedCompute["cancel"] | undefined {
+  if (entry.restarts === entry.compute.restarts) return undefined;
+  entry.restarts = entry.compute.restarts;
+  const flags = entry.compute.interruptFlags();
+  entry.cancel = flags && { ...flags, control: entry.control.buffer as SharedArrayBuffer };
+  return entry.cancel;
 }
 
 /** Whether Postgres's reply ends with ReadyForQuery "idle": the owner has nothing open on the backend. */

@@ -69,6 +69,8 @@ export class TarnServer {
   readonly #accepting: Promise<void>;
   readonly #sweeper: ReturnType<typeof setInterval>;
   #next_id = 1;
+  /** Counters for `GET /metrics`. */
+  readonly #counters = { connections_total: 0, engine_failures_total: 0, sessions_terminated_total: 0 };
 
   private constructor(listener: Deno.TcpListener, source: ComputeSource, options: ServerOptions) {
     this.#listener = listener;
@@ -108,6 +110,19 @@ export class TarnServer {
       log,
       password: options.password === undefined ? undefined : scramSecret(options.password),
       admin: options.admin,
+      metrics: () => this.#metrics(),
+      engineFailed: (compute: SharedBackend, failed: ServerSession) => {
+        this.#counters.engine_failures_total++;
+        for (const session of this.#sessions) {
+          if (session === failed || session.compute !== compute) continue;
+          this.#counters.sessions_terminated_total++;
+          session.terminate(
+            "57P02",
+            "terminating connection because the PostgreSQL engine of this branch failed under another session; " +
+              "it restarts from storage with every committed transaction: reconnect",
+          ).catch(() => {});
+        }
+      },
     };
     const max_connections = options.max_connections ?? 100;
     for await (const conn of this.#listener) {
@@ -118,6 +133,7 @@ export class TarnServer {
         continue;
       }
       conn.setNoDelay(true);
+      this.#counters.connections_total++;
       const session = new ServerSession(conn, this.#next_id++, context);
       this.#sessions.add(session);
       this.#by_id.set(session.id, session);
@@ -128,6 +144,26 @@ export class TarnServer {
       });
       this.#running.add(running);
     }
+  }
+
+  /** What `GET /metrics` shows: Prometheus's text format. */
+  #metrics(): string {
+    const c = this.#counters;
+    return [
+      "# HELP tarn_connections_total Client connections accepted.",
+      "# TYPE tarn_connections_total counter",
+      `tarn_connections_total ${c.connections_total}`,
+      "# HELP tarn_sessions Client sessions open now.",
+      "# TYPE tarn_sessions gauge",
+      `tarn_sessions ${this.#sessions.size}`,
+      "# HELP tarn_engine_failures_total Times Postgres failed under a statement and was restarted from storage.",
+      "# TYPE tarn_engine_failures_total counter",
+      `tarn_engine_failures_total ${c.engine_failures_total}`,
+      "# HELP tarn_sessions_terminated_total Sessions ended because their branch's engine failed under another.",
+      "# TYPE tarn_sessions_terminated_total counter",
+      `tarn_sessions_terminated_total ${c.sessions_terminated_total}`,
+      "",
+    ].join("\n");
   }
 
   /** Stops accepting, closes every session (rolling back what they left open) and waits for them. */

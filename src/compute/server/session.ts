@@ -31,6 +31,12 @@ import {
 } from "./wire.ts";
 
 /**
+ * The client's side of a COPY FROM STDIN running in Postgres: `write` gives the client Postgres's replies so far
+ * (CopyInResponse first), `read` the client's next messages (CopyData, CopyDone or CopyFail, Flush, Sync).
+ */
+export type CopyStream = { write(bytes: Uint8Array): Promise<void>; read(): Promise<Uint8Array> };
+
+/**
  * What an owner of a backend does with it: `exec` passes raw protocol messages to Postgres and resolves with its
  * replies once the WAL they wrote is durable; `idle` runs the checkpoint policy, for when no transaction is open.
  */
@@ -41,8 +47,11 @@ export type BackendFn<T> = (
 
 /** A compute's single Postgres backend, which the sessions of a branch share. */
 export interface SharedBackend {
-  /** Runs `fn` with the backend to itself; other owners wait. */
-  exclusive<T>(fn: BackendFn<T>): Promise<T>;
+  /**
+   * Runs `fn` with the backend to itself; other owners wait. A COPY FROM STDIN streams through `copy` where the
+   * backend can wait for the client's data (the engine in a Worker); elsewhere it fails with an error saying so.
+   */
+  exclusive<T>(fn: BackendFn<T>, copy?: CopyStream): Promise<T>;
   /** Cancels the statement running now, if any and if it can be reached; says whether a cancel was sent. */
   cancel?(): boolean;
 }
@@ -53,6 +62,8 @@ export type SessionContext = {
   attach(params: Record<string, string>): Promise<{ compute: SharedBackend; release: () => Promise<void> }>;
   /** Per compute: who used its backend last, whether that may have left session state, and whose settings apply. */
   backends: WeakMap<SharedBackend, BackendState>;
+  /** Postgres crashed under `session`'s statement: the other sessions of `compute` lost their backend too. */
+  engineFailed(compute: SharedBackend, session: ServerSession): void;
   /** A CancelRequest arrived: cancel the running statement of the session with this id, when the secret matches. */
   cancel(pid: number, secret: number): void;
   /** Largest message accepted (bytes). */
@@ -63,6 +74,8 @@ export type SessionContext = {
   log(event: string, fields: Record<string, unknown>): void;
   /** When set, clients authenticate with SCRAM-SHA-256 against this secret; else trust. */
   password?: Promise<ScramSecret>;
+  /** The server's metrics in Prometheus's text format (`GET /metrics`). */
+  metrics?: () => string;
   /** Runs an administration request (`tarn branch` on a running server); undefined: none is served. */
   admin?: (request: AdminRequest) => Promise<unknown>;
 };
@@ -78,8 +91,11 @@ const SESSION_STATE =
   /\b(set|reset|prepare|deallocate|declare|listen|discard|pg_advisory|temp|temporary|set_config)\b/i;
 
 const RESET_SQL = "RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();";
-const COPY_FROM_STDIN = /^\s*copy\b[\s\S]*\bfrom\s+stdin\b/i;
 const READ_BYTES = 64 * 1024;
+/** Client bytes handed to a waiting COPY at once (more wait for the next read). */
+const COPY_FEED_BYTES = 1024 * 1024;
+/** Message types a COPY FROM STDIN takes from the client; anything else ends the COPY's feed. */
+const COPY_TYPES = new Set(["d", "c", "f", "H", "S"]);
 
 /** One client connection. */
 export class ServerSession {
@@ -103,6 +119,10 @@ export class ServerSession {
   #waiting_since_ms: number | undefined;
   #status = "I";
   #closed = false;
+  /** A COPY waits for this client's data: a close must end the read, or the COPY (and the close) waits forever. */
+  #copy_reading = false;
+  /** What went wrong while a COPY read the client, raised once the statement has ended. */
+  #copy_error: Error | undefined;
 
   /**
    * @param conn the client's socket
@@ -127,6 +147,12 @@ export class ServerSession {
       } else if (error instanceof AuthenticationFailedError) {
         this.#ctx.log("authentication_failed", { session: this.id, user: this.#params.user });
         await this.#write(errorResponse("FATAL", "28P01", error.message)).catch(() => {});
+      } else if (error instanceof Error && error.name === "EngineCrashedError") {
+        this.#ctx.log("engine_crashed", { session: this.id, message: error.message });
+        this.#status = "I"; // the transaction died with the engine: nothing to roll back
+        this.#open_batch = false;
+        await this.#write(errorResponse("FATAL", "58000", error.message)).catch(() => {});
+        if (this.#compute !== undefined) this.#ctx.engineFailed(this.#compute, this);
       } else if (error instanceof Error && error.name === "BranchNotFoundError") {
         await this.#write(errorResponse("FATAL", "3D000", error.message)).catch(() => {});
       } else if (!isDisconnect(error)) {
@@ -142,6 +168,7 @@ export class ServerSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#copy_reading) closeQuietly(this.#conn); // the COPY then fails, and the call in flight ends
     // One call at a time on a backend: let a call in flight finish before rolling back.
     await this.#in_flight?.catch(() => {});
     if (this.#owned !== undefined) {
@@ -154,19 +181,29 @@ export class ServerSession {
       this.#owned.done();
       this.#owned = undefined;
     }
-    try {
-      this.#conn.close();
-    } catch {
-      // already closed by the peer
-    }
+    closeQuietly(this.#conn);
     await this.#release?.();
+  }
+
+  /** The compute this session is attached to, once started. */
+  get compute(): SharedBackend | undefined {
+    return this.#compute;
+  }
+
+  /** Ends the session with a FATAL error (`code`, `message`), as PostgreSQL ends a backend from outside. */
+  async terminate(code: string, message: string): Promise<void> {
+    if (this.#closed) return;
+    this.#status = "I"; // what it had open died with the engine
+    this.#open_batch = false;
+    await this.#write(errorResponse("FATAL", code, message)).catch(() => {});
+    await this.close();
   }
 
   async #startup(): Promise<boolean> {
     const head = await this.#next(() => this.#reader.buffered_bytes >= 4 ? this.#reader.peek(4) : undefined);
     if (head === undefined) return false;
     if (isHttpRequest(head)) {
-      await serveAdminHttp(this.#conn, this.#reader.takeBuffered(), this.#ctx.admin);
+      await serveAdminHttp(this.#conn, this.#reader.takeBuffered(), this.#ctx.admin, this.#ctx.metrics);
       return false;
     }
     for (let packets = 0; packets < 4; packets++) {
@@ -229,8 +266,7 @@ export class ServerSession {
       ) {
         this.#ctx.backends.get(this.#compute!)!.dirty = true;
       }
-      if (message.type === "Q") await this.#simpleQuery(message);
-      else if (message.type === "F") await this.#run([frame(message)]);
+      if (message.type === "Q" || message.type === "F") await this.#run([frame(message)]);
       else {
         this.#batch.push(frame(renameStatements(message, `s${this.id}_`)));
         this.#open_batch = true;
@@ -239,27 +275,8 @@ export class ServerSession {
     }
   }
 
-  async #simpleQuery(message: FrontendMessage): Promise<void> {
-    const [sql] = readCString(message.body, 0);
-    if (!COPY_FROM_STDIN.test(stripComments(sql))) return await this.#run([frame(message)]);
-    // Postgres must get the whole COPY in one call: collect the client's data first, then pass it all at once.
-    await this.#write(backendMessage("G", new Uint8Array([/\bbinary\b/i.test(sql) ? 1 : 0, 0, 0])));
-    const parts = [frame(message)];
-    for (;;) {
-      const data = await this.#next(() => this.#reader.takeMessage(), true);
-      if (data === undefined) throw new ProtocolError("client left during COPY");
-      if (data.type === "H" || data.type === "S") continue;
-      if (data.type !== "d" && data.type !== "c" && data.type !== "f") {
-        throw new ProtocolError(`message "${printable(data.type)}" during COPY`);
-      }
-      parts.push(frame(data));
-      if (data.type !== "d") break;
-    }
-    await this.#run(parts, true);
-  }
-
   /** Sends messages to Postgres in one call and its replies to the client; releases the backend when idle. */
-  async #run(messages: Uint8Array[], strip_copy_in = false): Promise<void> {
+  async #run(messages: Uint8Array[]): Promise<void> {
     const call = this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
     this.#in_flight = call;
     let reply: Uint8Array;
@@ -269,24 +286,65 @@ export class ServerSession {
       this.#in_flight = undefined;
     }
     if (this.#closed) return; // closed meanwhile (server shutdown): close() took the backend back
-    let out = reply;
-    const drop: [number, number][] = [];
-    eachBackendMessage(reply, (type, body, at) => {
-      if (type === "Z") {
-        this.#status = String.fromCharCode(body[0]);
-        this.#open_batch = false;
-      }
-      if (type === "G" && strip_copy_in) drop.push([at, at + 5 + body.length]);
-      return true;
-    });
-    if (drop.length > 0) out = concatBytes([reply.subarray(0, drop[0][0]), reply.subarray(drop[0][1])]);
-    await this.#write(out);
-    // A Flush ends a call but not the batch: the backend stays this session's until ReadyForQuery.
+    if (this.#copy_error !== undefined) throw this.#copy_error;
+    // Postgres ends every answer it has finished with ReadyForQuery; without one, it waits for more of the batch
+    // (a Sync that a COPY consumed, or the rest of an extended-protocol batch after a Flush).
+    const n = reply.length;
+    const ready = n >= 6 && reply[n - 6] === 0x5a && reply[n - 5] === 0 && reply[n - 2] === 5;
+    if (ready) this.#status = String.fromCharCode(reply[n - 1]);
+    this.#open_batch = !ready;
+    await this.#write(reply);
     if (this.#status === "I" && !this.#open_batch) {
       await this.#owned!.idle();
       this.#owned!.done();
       this.#owned = undefined;
     }
+  }
+
+  /** How a COPY FROM STDIN in a call of this session talks to its client. */
+  readonly #copy_stream: CopyStream = { write: (bytes) => this.#write(bytes), read: () => this.#copyData() };
+
+  /**
+   * The client's next messages for a COPY that waits: at least one whole message, and what else is buffered, up
+   * to the end of the COPY (CopyDone or CopyFail). A client that leaves or breaks the protocol gets the COPY
+   * failed; the error is raised when the statement has ended.
+   */
+  async #copyData(): Promise<Uint8Array> {
+    const frames: Uint8Array[] = [];
+    let bytes = 0;
+    this.#copy_reading = true;
+    try {
+      for (;;) {
+        const message = frames.length === 0
+          ? await this.#next(() => this.#reader.takeMessage(), true)
+          : this.#takeBufferedCopyMessage();
+        if (message === undefined) {
+          if (frames.length > 0) break;
+          this.#copy_error ??= new ProtocolError("client left during COPY");
+          return copyFailFrame("the client left during COPY");
+        }
+        if (!COPY_TYPES.has(message.type) && !FORWARDED_TYPES.has(message.type)) {
+          this.#copy_error = new ProtocolError(`unknown message type "${printable(message.type)}" during COPY`);
+          return concatBytes([...frames, copyFailFrame(this.#copy_error.message)]);
+        }
+        frames.push(frame(message));
+        bytes += 5 + message.body.length;
+        if (message.type === "c" || message.type === "f" || bytes >= COPY_FEED_BYTES) break;
+      }
+    } catch (error) {
+      this.#copy_error ??= error as Error;
+      return concatBytes([...frames, copyFailFrame("the client connection failed during COPY")]);
+    } finally {
+      this.#copy_reading = false;
+    }
+    return concatBytes(frames);
+  }
+
+  /** A whole COPY message already buffered, without reading the socket; undefined if none is. */
+  #takeBufferedCopyMessage(): FrontendMessage | undefined {
+    if (this.#reader.buffered_bytes < 5) return undefined;
+    if (!COPY_TYPES.has(String.fromCharCode(this.#reader.peek(1)[0]))) return undefined;
+    return this.#reader.takeMessage();
   }
 
   /** Takes the backend (waiting for other sessions), resetting it first if another session used it last. */
@@ -298,8 +356,7 @@ export class ServerSession {
         new Promise<void>((done) => {
           this.#owned = { exec, idle, done };
           acquired();
-        })
-      ).catch(failed);
+        }), this.#copy_stream).catch(failed);
     });
     let state = this.#ctx.backends.get(compute);
     // A backend first seen here may carry state from sessions served through another handle: reset it once.
@@ -368,8 +425,16 @@ function frame(message: FrontendMessage): Uint8Array {
   return backendMessage(message.type, message.body);
 }
 
-function stripComments(sql: string): string {
-  return sql.replace(/--[^\n]*/g, " ").replace(/\/\*[\s\S]*?\*\//g, " ");
+function copyFailFrame(reason: string): Uint8Array {
+  return backendMessage("f", cStrings(reason));
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // already closed
+  }
 }
 
 function quoteLiteral(value: string): string {

@@ -358,6 +358,12 @@ export class ServerSession {
           acquired();
         }), this.#copy_stream).catch(failed);
     });
+    if (this.#closed) {
+      // Closed while it waited (terminated, timed out, server stopping): hand the backend on at once.
+      this.#owned!.done();
+      this.#owned = undefined;
+      throw new Deno.errors.BadResource("the session was closed");
+    }
     let state = this.#ctx.backends.get(compute);
     // A backend first seen here may carry state from sessions served through another handle: reset it once.
     if (state === undefined) this.#ctx.backends.set(compute, state = { last_owner: 0, dirty: true, settings_key: "" });

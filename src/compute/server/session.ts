@@ -19,14 +19,12 @@ import {
   backendMessage,
   concatBytes,
   cStrings,
-  eachBackendMessage,
   errorResponse,
   FORWARDED_TYPES,
   type FrontendMessage,
   MessageReader,
   parameterStatus,
   ProtocolError,
-  readCString,
   readyForQuery,
 } from "./wire.ts";
 
@@ -258,7 +256,10 @@ export class ServerSession {
         throw new ProtocolError(`unknown or unexpected message type "${printable(message.type)}"`);
       }
       if (message.type === "d" || message.type === "c" || message.type === "f") {
-        throw new ProtocolError(`COPY data outside COPY (message "${message.type}")`);
+        // Outside a batch, PostgreSQL ignores them (a COPY that failed leaves the client's data behind); inside
+        // one, they follow the Execute of a COPY that has not run yet, and go with it.
+        if (this.#open_batch) this.#batch.push(frame(message));
+        continue;
       }
       await this.#acquire();
       if (
@@ -266,7 +267,7 @@ export class ServerSession {
       ) {
         this.#ctx.backends.get(this.#compute!)!.dirty = true;
       }
-      if (message.type === "Q" || message.type === "F") await this.#run([frame(message)]);
+      if (message.type === "Q" || message.type === "F") await this.#run([...this.#batch.splice(0), frame(message)]);
       else {
         this.#batch.push(frame(renameStatements(message, `s${this.id}_`)));
         this.#open_batch = true;
@@ -323,9 +324,12 @@ export class ServerSession {
           this.#copy_error ??= new ProtocolError("client left during COPY");
           return copyFailFrame("the client left during COPY");
         }
-        if (!COPY_TYPES.has(message.type) && !FORWARDED_TYPES.has(message.type)) {
-          this.#copy_error = new ProtocolError(`unknown message type "${printable(message.type)}" during COPY`);
-          return concatBytes([...frames, copyFailFrame(this.#copy_error.message)]);
+        if (!COPY_TYPES.has(message.type)) {
+          // PostgreSQL fails the COPY and drops the message (its own check makes PGlite exit): say it with a
+          // CopyFail. An unknown type also ends the connection.
+          const what = `unexpected message type 0x${message.type.charCodeAt(0).toString(16)} during COPY from stdin`;
+          if (!FORWARDED_TYPES.has(message.type)) this.#copy_error = new ProtocolError(what);
+          return concatBytes([...frames, copyFailFrame(what)]);
         }
         frames.push(frame(message));
         bytes += 5 + message.body.length;

@@ -11,6 +11,8 @@ import { copyData, copyDone, copyFail, describe, query, RawSession } from "./fix
 const SEED = Number(Deno.env.get("TARN_FUZZ_SEED") ?? 20_260_611);
 const SESSIONS = 4;
 const STATEMENTS_PER_SESSION = 500;
+/** Times Postgres is made to abort under the load (fault injection): every acknowledged commit must survive. */
+const ENGINE_KILLS = 3;
 /** Longer than any generated statement needs; a session waiting this long means the server hung. */
 const REPLY_TIMEOUT_MS = 20_000;
 
@@ -254,7 +256,7 @@ Deno.test({
   fn: async () => {
     console.log(`server statement fuzz: seed ${SEED} (replay with TARN_FUZZ_SEED=${SEED})`);
     const random = prng(SEED);
-    const engine = await EngineHost.open({ compute_idle_ms: 60_000, page_cache_pages: 1024 });
+    const engine = await EngineHost.open({ compute_idle_ms: 60_000, page_cache_pages: 1024, fault_injection: true });
     const server = TarnServer.start(engine, { port: 0, idle_in_transaction_ms: 10_000 });
     try {
       const setup = await RawSession.connect(server.port);
@@ -269,6 +271,15 @@ Deno.test({
       // Each session draws from its own generator, so that a seed replays the same strings whatever the timing.
       const seeds = Array.from({ length: SESSIONS + 1 }, () => int(random, 0x7fff_ffff));
       const ledger_run = ledgerWriter(server.port, prng(seeds[SESSIONS]), () => !fuzzing);
+      // Meanwhile Postgres itself dies now and then, in the middle of whatever runs.
+      const killer = (async () => {
+        for (let kill = 0; kill < ENGINE_KILLS && fuzzing; kill++) {
+          await new Promise((resolve) => setTimeout(resolve, 1_000 + int(random, 2_000)));
+          const { compute, release } = await engine.attachCompute("main");
+          await engine.injectFault(compute);
+          await release();
+        }
+      })();
       try {
         await Promise.all(
           seeds.slice(0, SESSIONS).map((seed) => fuzzSession(server.port, prng(seed), STATEMENTS_PER_SESSION, stats)),
@@ -276,8 +287,17 @@ Deno.test({
       } finally {
         fuzzing = false;
       }
+      await killer;
       const ledger = await ledger_run;
-      console.log({ ...stats, acknowledged: ledger.acknowledged.size, ledger_reconnects: ledger.reconnects });
+      const metrics = await (await fetch(`http://127.0.0.1:${server.port}/metrics`)).text();
+      const failures = Number(/^tarn_engine_failures_total (\d+)$/m.exec(metrics)?.[1]);
+      ok(failures >= 1, `the engine never failed (seed ${SEED})\n${metrics}`);
+      console.log({
+        ...stats,
+        engine_failures: failures,
+        acknowledged: ledger.acknowledged.size,
+        ledger_reconnects: ledger.reconnects,
+      });
 
       // The listener still takes new connections, and the ledger holds exactly what was acknowledged.
       const after = await RawSession.connect(server.port);

@@ -173,6 +173,8 @@ export class EngineHost {
         return await this.#call({ ...request, id }) as ExecResult;
       }
       const elsewhere = new Promise((resolve, reject) => this.#pending.set(id, { resolve, reject }));
+      // An error reply may come (by postMessage) before the lane says to wait for it: handled below, not unhandled.
+      elsewhere.catch(() => {});
       const fields = [
         id,
         request.token,

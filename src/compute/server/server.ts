@@ -8,7 +8,8 @@
  */
 import type { AdminRequest } from "./admin.ts";
 import { scramSecret } from "./scram.ts";
-import { type BackendState, ServerSession, type SharedBackend } from "./session.ts";
+import { ServerSession, type SharedBackend } from "./session.ts";
+import type { BackendState } from "./backend_handover.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { errorResponse, ProtocolError } from "./wire.ts";
 

@@ -10,6 +10,16 @@
  */
 import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
 import { renameStatements } from "./statement_names.ts";
+import {
+  type BackendState,
+  handedOver,
+  handover,
+  HOLDS_TEMP_SQL,
+  holdsTemp,
+  newBackendState,
+  SESSION_STATE,
+  TEMP_OBJECTS,
+} from "./backend_handover.ts";
 import { startupSettings } from "./startup_settings.ts";
 import type { AdminRequest } from "./admin.ts";
 import { isHttpRequest, serveAdminHttp } from "./admin_http.ts";
@@ -78,17 +88,6 @@ export type SessionContext = {
   admin?: (request: AdminRequest) => Promise<unknown>;
 };
 
-/** What a compute's backend carries from one owner to the next. */
-export type BackendState = { last_owner: number; dirty: boolean; settings_key: string };
-
-/**
- * Statements that may leave session state behind (settings, prepared statements by SQL, cursors, LISTEN, advisory
- * locks, temp objects): a backend is reset before its next owner only when its last owner ran one of these.
- */
-const SESSION_STATE =
-  /\b(set|reset|prepare|deallocate|declare|listen|discard|pg_advisory|temp|temporary|set_config)\b/i;
-
-const RESET_SQL = "RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all();";
 const READ_BYTES = 64 * 1024;
 /** Client bytes handed to a waiting COPY at once (more wait for the next read). */
 const COPY_FEED_BYTES = 1024 * 1024;
@@ -121,6 +120,10 @@ export class ServerSession {
   #copy_reading = false;
   /** What went wrong while a COPY read the client, raised once the statement has ended. */
   #copy_error: Error | undefined;
+  /** The session may have made temporary objects since it took the backend: check before giving it back. */
+  #maybe_temp = false;
+  /** The session holds temporary objects: it keeps the backend between transactions. */
+  #holds_temp = false;
 
   /**
    * @param conn the client's socket
@@ -179,6 +182,9 @@ export class ServerSession {
       this.#owned.done();
       this.#owned = undefined;
     }
+    const state = this.#compute && this.#ctx.backends.get(this.#compute);
+    state?.saved.delete(this.id);
+    if (state?.last_owner === this.id) state.last_owner = 0; // nobody to keep settings for
     closeQuietly(this.#conn);
     await this.#release?.();
   }
@@ -262,10 +268,10 @@ export class ServerSession {
         continue;
       }
       await this.#acquire();
-      if (
-        (message.type === "Q" || message.type === "P") && SESSION_STATE.test(new TextDecoder().decode(message.body))
-      ) {
-        this.#ctx.backends.get(this.#compute!)!.dirty = true;
+      if (message.type === "Q" || message.type === "P") {
+        const text = new TextDecoder().decode(message.body);
+        if (SESSION_STATE.test(text)) this.#ctx.backends.get(this.#compute!)!.dirty = true;
+        if (TEMP_OBJECTS.test(text)) this.#maybe_temp = true;
       }
       if (message.type === "Q" || message.type === "F") await this.#run([...this.#batch.splice(0), frame(message)]);
       else {
@@ -296,6 +302,11 @@ export class ServerSession {
     this.#open_batch = !ready;
     await this.#write(reply);
     if (this.#status === "I" && !this.#open_batch) {
+      if (this.#maybe_temp) {
+        this.#holds_temp = holdsTemp(await this.#owned!.exec(backendMessage("Q", cStrings(HOLDS_TEMP_SQL))));
+        this.#maybe_temp = this.#holds_temp;
+      }
+      if (this.#holds_temp) return; // temporary objects live in the backend: it stays this session's
       await this.#owned!.idle();
       this.#owned!.done();
       this.#owned = undefined;
@@ -355,32 +366,32 @@ export class ServerSession {
   async #acquire(): Promise<void> {
     if (this.#owned !== undefined) return;
     const compute = this.#compute!;
+    let state = this.#ctx.backends.get(compute);
+    if (state === undefined) this.#ctx.backends.set(compute, state = newBackendState());
+    state.waiting++;
     await new Promise<void>((acquired, failed) => {
       compute.exclusive((exec, idle) =>
         new Promise<void>((done) => {
           this.#owned = { exec, idle, done };
           acquired();
         }), this.#copy_stream).catch(failed);
-    });
+    }).finally(() => state.waiting--);
     if (this.#closed) {
       // Closed while it waited (terminated, timed out, server stopping): hand the backend on at once.
       this.#owned!.done();
       this.#owned = undefined;
       throw new Deno.errors.BadResource("the session was closed");
     }
-    let state = this.#ctx.backends.get(compute);
-    // A backend first seen here may carry state from sessions served through another handle: reset it once.
-    if (state === undefined) this.#ctx.backends.set(compute, state = { last_owner: 0, dirty: true, settings_key: "" });
     if (state.last_owner === this.id) return;
     // set_config takes a value as the startup packet does (`search_path=a,b` is two schemas, not one name).
-    const settings = startupSettings(this.#params).map(([name, value]) =>
+    const startup = startupSettings(this.#params).map(([name, value]) =>
       `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false);`
     );
-    const settings_key = settings.join(" ");
-    const apply = state.dirty || state.settings_key !== settings_key;
-    const setup = [...state.dirty ? [RESET_SQL] : [], ...apply ? settings : []];
-    if (setup.length > 0) await this.#owned!.exec(backendMessage("Q", cStrings(setup.join(" "))));
-    Object.assign(state, { last_owner: this.id, dirty: false, settings_key });
+    const plan = handover(state, this.id, startup);
+    const reply = plan.sql === ""
+      ? new Uint8Array(0)
+      : await this.#owned!.exec(backendMessage("Q", cStrings(plan.sql)));
+    handedOver(state, this.id, plan, reply);
   }
 
   /** Cancels this session's running statement (a CancelRequest with its key arrived); false when none runs. */
@@ -415,6 +426,7 @@ export class ServerSession {
   async checkIdle(now_ms: number): Promise<void> {
     const timeout_ms = this.#ctx.idle_in_transaction_ms;
     if (this.#waiting_since_ms === undefined || now_ms - this.#waiting_since_ms < timeout_ms) return;
+    if (this.#holds_temp && this.#status === "I" && !this.#open_batch) return await this.#checkTempHolder(timeout_ms);
     this.#waiting_since_ms = undefined;
     this.#ctx.log("idle_in_transaction_timeout", { session: this.id, timeout_ms });
     await this.#write(errorResponse(
@@ -422,6 +434,22 @@ export class ServerSession {
       "25P03",
       "terminating connection due to idle-in-transaction timeout",
       `a session may stay idle inside a transaction for ${timeout_ms} ms: other sessions wait for it`,
+    )).catch(() => {});
+    await this.close();
+  }
+
+  /** Idle between transactions with temporary objects: disconnected only when other sessions wait for it. */
+  async #checkTempHolder(timeout_ms: number): Promise<void> {
+    if ((this.#ctx.backends.get(this.#compute!)?.waiting ?? 0) === 0) return;
+    this.#waiting_since_ms = undefined;
+    this.#ctx.log("temp_holder_timeout", { session: this.id, timeout_ms });
+    await this.#write(errorResponse(
+      "FATAL",
+      "57P05",
+      "terminating connection: it holds temporary tables and stayed idle while other sessions waited",
+      `the sessions of a branch share one PostgreSQL backend, and temporary tables keep it for their session; ` +
+        `drop them (or use ON COMMIT DROP) when done: an idle holder is disconnected after ${timeout_ms} ms ` +
+        `when others wait`,
     )).catch(() => {});
     await this.close();
   }

@@ -1,0 +1,86 @@
+import { deepStrictEqual, equal, ok } from "node:assert/strict";
+import pg from "pg";
+import { EngineHost } from "../src/compute/server/engine_host.ts";
+import { TarnServer } from "../src/compute/server/server.ts";
+
+type PgError = { code?: string; message: string };
+
+/** A server over an in-memory engine, and plain node-postgres clients of it. */
+async function withServer(idle_in_transaction_ms: number, fn: (connect: () => Promise<pg.Client>) => Promise<void>) {
+  const engine = await EngineHost.open({ compute_idle_ms: 60_000, page_cache_pages: 1024 });
+  const server = TarnServer.start(engine, { port: 0, idle_in_transaction_ms });
+  const clients: pg.Client[] = [];
+  try {
+    await fn(async () => {
+      const client = new pg.Client({ host: "127.0.0.1", port: server.port, user: "postgres", database: "postgres" });
+      client.on("error", () => {}); // a terminated session also reports here
+      await client.connect();
+      clients.push(client);
+      return client;
+    });
+  } finally {
+    for (const client of clients) await client.end().catch(() => {});
+    await server.close();
+    await engine.close();
+  }
+}
+
+const value = async (client: pg.Client, sql: string) => Object.values((await client.query(sql)).rows[0])[0];
+
+Deno.test({
+  name: "session state: each session keeps its own SET (search_path, DateStyle) and never sees another's",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(60_000, async (connect) => {
+      const a = await connect();
+      const b = await connect();
+      await a.query(
+        "create schema other; create table other.where_am_i (x text); insert into other.where_am_i values ('other')",
+      );
+      await a.query("create table public.where_am_i (x text); insert into public.where_am_i values ('public')");
+      await a.query("set search_path = other, public");
+      await a.query("set datestyle = 'German'");
+      for (let round = 0; round < 3; round++) {
+        equal(await value(b, "show datestyle"), "ISO, MDY", `round ${round}: b sees its own DateStyle`);
+        equal(await value(b, "select x from where_am_i"), "public");
+        equal(await value(a, "show datestyle"), "German, DMY", `round ${round}: a keeps its DateStyle`);
+        equal(await value(a, "select x from where_am_i"), "other");
+        equal(await value(a, "select '2026-12-02'::date::text"), "02.12.2026");
+      }
+      await b.query("set datestyle = 'SQL, DMY'");
+      equal(await value(a, "show datestyle"), "German, DMY");
+      equal(await value(b, "show datestyle"), "SQL, DMY");
+      await a.query("reset datestyle");
+      equal(await value(b, "show datestyle"), "SQL, DMY");
+      equal(await value(a, "show datestyle"), "ISO, MDY");
+    }),
+});
+
+Deno.test({
+  name: "session state: temporary tables of the same name in two sessions never meet",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(300, async (connect) => {
+      const a = await connect();
+      const b = await connect();
+      // A temporary table dropped by the end of its transaction does not hold the backend.
+      await a.query("begin; create temp table scratch (x int) on commit drop; insert into scratch values (1); commit");
+      equal(await value(b, "select 1 as one"), 1);
+
+      await a.query("create temp table t (x int)");
+      await a.query("insert into t values (1), (2)");
+      equal(await value(a, "select count(*)::int from t"), 2);
+      // b waits for the backend a keeps for its temporary table; a idles, so it is told why and disconnected.
+      await b.query("create temp table t (x int)");
+      equal(await value(b, "select count(*)::int from t"), 0, "b never sees a's rows");
+      await b.query("insert into t values (42)");
+      deepStrictEqual((await b.query("select x from t")).rows, [{ x: 42 }]);
+      const after = await a.query("select count(*) from t").then(() => "served", (e: PgError) => e.message);
+      ok(after !== "served", "a was disconnected, its temporary table gone");
+      const c = await connect();
+      await b.query("drop table t");
+      equal(await value(c, "select count(*)::int from pg_class where relname = 't' and relpersistence = 't'"), 0);
+    }),
+});

@@ -10,6 +10,7 @@
  */
 import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
 import { renameStatements } from "./statement_names.ts";
+import { readCopyIn } from "./copy_in.ts";
 import {
   type BackendState,
   handedOver,
@@ -89,10 +90,6 @@ export type SessionContext = {
 };
 
 const READ_BYTES = 64 * 1024;
-/** Client bytes handed to a waiting COPY at once (more wait for the next read). */
-const COPY_FEED_BYTES = 1024 * 1024;
-/** Message types a COPY FROM STDIN takes from the client; anything else ends the COPY's feed. */
-const COPY_TYPES = new Set(["d", "c", "f", "H", "S"]);
 
 /** One client connection. */
 export class ServerSession {
@@ -316,50 +313,20 @@ export class ServerSession {
   /** How a COPY FROM STDIN in a call of this session talks to its client. */
   readonly #copy_stream: CopyStream = { write: (bytes) => this.#write(bytes), read: () => this.#copyData() };
 
-  /**
-   * The client's next messages for a COPY that waits: at least one whole message, and what else is buffered, up
-   * to the end of the COPY (CopyDone or CopyFail). A client that leaves or breaks the protocol gets the COPY
-   * failed; the error is raised when the statement has ended.
-   */
+  /** The client's next messages for a COPY that waits (see `copy_in.ts`); a failure ends the session later. */
   async #copyData(): Promise<Uint8Array> {
-    const frames: Uint8Array[] = [];
-    let bytes = 0;
     this.#copy_reading = true;
     try {
-      for (;;) {
-        const message = frames.length === 0
-          ? await this.#next(() => this.#reader.takeMessage(), true)
-          : this.#takeBufferedCopyMessage();
-        if (message === undefined) {
-          if (frames.length > 0) break;
-          this.#copy_error ??= new ProtocolError("client left during COPY");
-          return copyFailFrame("the client left during COPY");
-        }
-        if (!COPY_TYPES.has(message.type)) {
-          // PostgreSQL fails the COPY and drops the message (its own check makes PGlite exit): say it with a
-          // CopyFail. An unknown type also ends the connection.
-          const what = `unexpected message type 0x${message.type.charCodeAt(0).toString(16)} during COPY from stdin`;
-          if (!FORWARDED_TYPES.has(message.type)) this.#copy_error = new ProtocolError(what);
-          return concatBytes([...frames, copyFailFrame(what)]);
-        }
-        frames.push(frame(message));
-        bytes += 5 + message.body.length;
-        if (message.type === "c" || message.type === "f" || bytes >= COPY_FEED_BYTES) break;
-      }
-    } catch (error) {
-      this.#copy_error ??= error as Error;
-      return concatBytes([...frames, copyFailFrame("the client connection failed during COPY")]);
+      const { bytes, error } = await readCopyIn({
+        next: () => this.#next(() => this.#reader.takeMessage(), true),
+        peekType: () => this.#reader.buffered_bytes >= 5 ? String.fromCharCode(this.#reader.peek(1)[0]) : undefined,
+        buffered: () => this.#reader.takeMessage(),
+      });
+      this.#copy_error ??= error;
+      return bytes;
     } finally {
       this.#copy_reading = false;
     }
-    return concatBytes(frames);
-  }
-
-  /** A whole COPY message already buffered, without reading the socket; undefined if none is. */
-  #takeBufferedCopyMessage(): FrontendMessage | undefined {
-    if (this.#reader.buffered_bytes < 5) return undefined;
-    if (!COPY_TYPES.has(String.fromCharCode(this.#reader.peek(1)[0]))) return undefined;
-    return this.#reader.takeMessage();
   }
 
   /** Takes the backend (waiting for other sessions), resetting it first if another session used it last. */
@@ -461,10 +428,6 @@ export class ServerSession {
 
 function frame(message: FrontendMessage): Uint8Array {
   return backendMessage(message.type, message.body);
-}
-
-function copyFailFrame(reason: string): Uint8Array {
-  return backendMessage("f", cStrings(reason));
 }
 
 function closeQuietly(conn: Deno.Conn): void {

@@ -162,7 +162,8 @@ serverTest("server: session settings do not leak from one connection to another"
   await a.query("set datestyle = 'German'; set application_name = 'ay'");
   deepStrictEqual((await b.query("show datestyle")).rows, [{ DateStyle: "ISO, MDY" }]);
   deepStrictEqual((await b.query("show application_name")).rows, [{ application_name: "bee" }]);
-  deepStrictEqual((await a.query("show datestyle")).rows, [{ DateStyle: "ISO, MDY" }], "a was reset too");
+  deepStrictEqual((await a.query("show datestyle")).rows, [{ DateStyle: "German, DMY" }], "a keeps its own");
+  deepStrictEqual((await a.query("show application_name")).rows, [{ application_name: "ay" }]);
   await a.end();
   await b.end();
 });

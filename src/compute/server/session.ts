@@ -30,6 +30,7 @@ import {
   backendMessage,
   concatBytes,
   cStrings,
+  eachBackendMessage,
   errorResponse,
   FORWARDED_TYPES,
   type FrontendMessage,
@@ -296,6 +297,7 @@ export class ServerSession {
     const n = reply.length;
     const ready = n >= 6 && reply[n - 6] === 0x5a && reply[n - 5] === 0 && reply[n - 2] === 5;
     if (ready) this.#status = String.fromCharCode(reply[n - 1]);
+    if (reportsSetting(reply)) this.#ctx.backends.get(this.#compute!)!.dirty = true;
     this.#open_batch = !ready;
     await this.#write(reply);
     if (this.#status === "I" && !this.#open_batch) {
@@ -428,6 +430,13 @@ export class ServerSession {
 
 function frame(message: FrontendMessage): Uint8Array {
   return backendMessage(message.type, message.body);
+}
+
+/** Whether Postgres reported a setting change (ParameterStatus): a function may have run SET. */
+function reportsSetting(reply: Uint8Array): boolean {
+  let found = false;
+  eachBackendMessage(reply, (type) => !(found = type === "S"));
+  return found;
 }
 
 function closeQuietly(conn: Deno.Conn): void {

@@ -91,6 +91,8 @@ export type SessionContext = {
 };
 
 const READ_BYTES = 64 * 1024;
+/** What a client may send ahead while its statement runs before the server stops reading it (bytes). */
+const WATCH_BUFFER_BYTES = 1024 * 1024;
 
 /** One client connection. */
 export class ServerSession {
@@ -111,6 +113,10 @@ export class ServerSession {
   /** Extended-protocol messages went to Postgres (or wait to) without the ReadyForQuery that ends them. */
   #open_batch = false;
   readonly #chunk = new Uint8Array(READ_BYTES);
+  /** The socket read in progress, if any. */
+  #reading: Promise<boolean> | undefined;
+  /** The client closed its side. */
+  #eof = false;
   #waiting_since_ms: number | undefined;
   #status = "I";
   #closed = false;
@@ -284,6 +290,7 @@ export class ServerSession {
   async #run(messages: Uint8Array[]): Promise<void> {
     const call = this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
     this.#in_flight = call;
+    this.#watchClient(call);
     let reply: Uint8Array;
     try {
       reply = await call;
@@ -378,13 +385,45 @@ export class ServerSession {
       const item = take();
       if (item !== undefined) return item;
       this.#waiting_since_ms = in_transaction ? performance.now() : undefined;
-      const n = await this.#conn.read(this.#chunk).catch((error) => {
-        if (this.#closed) return null; // closed under a pending read: by the idle-in-transaction timeout
-        throw error;
-      });
+      const more = await this.#fill();
       this.#waiting_since_ms = undefined;
-      if (n === null) return undefined;
-      this.#reader.push(this.#chunk.subarray(0, n));
+      if (!more) return undefined;
+    }
+  }
+
+  /**
+   * Reads the socket once into the message reader; false at end of stream. One read at a time: callers that come
+   * while a read is pending share it (the statement watch and the COPY feed may both wait).
+   */
+  #fill(): Promise<boolean> {
+    if (this.#eof) return Promise.resolve(false);
+    this.#reading ??= this.#conn.read(this.#chunk).catch((error) => {
+      if (this.#closed) return null; // closed under a pending read: by a timeout, or the server stopping
+      throw error;
+    }).then((n) => {
+      this.#reading = undefined;
+      if (n === null) this.#eof = true;
+      else this.#reader.push(this.#chunk.subarray(0, n));
+      return n !== null;
+    });
+    return this.#reading;
+  }
+
+  /**
+   * While a statement runs, watches the socket: a client that goes away has its statement cancelled, as
+   * PostgreSQL does (then the session rolls back what it had open). What the client sends meanwhile is kept, up
+   * to a bound; beyond it, the socket is not read until the statement ends.
+   */
+  async #watchClient(call: Promise<unknown>): Promise<void> {
+    let running = true;
+    const ended = call.then(() => running = false, () => running = false);
+    while (running && this.#reader.buffered_bytes < WATCH_BUFFER_BYTES) {
+      const more = await Promise.race([this.#fill().catch(() => false), ended]);
+      if (!running) return;
+      if (more === false) {
+        this.#ctx.log("client_left_during_statement", { session: this.id, cancelled: this.cancel() });
+        return;
+      }
     }
   }
 

@@ -1,6 +1,6 @@
 /**
  * The Postgres server: accepts TCP connections and serves each with a {@linkcode ServerSession} on the compute of
- * the branch it asks for (`database=<branch>`, or `options=--branch=<branch>`; `postgres` is `main`), read only at
+ * the branch it asks for (`database=<branch>`, or `options=--branch=<branch>`; `postgres` and `template1` are `main`), read only at
  * a past point with `options=--at=<LSN|time>`. A limit on connections; every failure of one connection stays with
  * that connection.
  *
@@ -28,6 +28,8 @@ export type ServerOptions = {
   port: number;
   /** Connections served at once; more get "too many connections". Default 100. */
   max_connections?: number;
+  /** A client must be through startup and authentication within this (ms). Default 60 s. */
+  authentication_timeout_ms?: number;
   /** Largest message a client may send (bytes). Default 64 MiB. */
   max_message_bytes?: number;
   /** A session idle inside a transaction longer than this is rolled back and closed (ms). Default 60 s. */
@@ -45,7 +47,7 @@ export function branchOf(params: Record<string, string>): string {
   const option = /(?:^|\s)--branch=(\S+)/.exec(params.options ?? "");
   if (option !== null) return option[1];
   const database = params.database ?? params.user ?? "postgres";
-  return database === "postgres" || database === "" ? "main" : database;
+  return database === "postgres" || database === "template1" || database === "" ? "main" : database;
 }
 
 /**
@@ -107,6 +109,7 @@ export class TarnServer {
         log("cancel_request", { session: pid, sent });
       },
       max_message_bytes: options.max_message_bytes ?? 64 * 1024 * 1024,
+      authentication_timeout_ms: options.authentication_timeout_ms ?? 60_000,
       idle_in_transaction_ms: options.idle_in_transaction_ms ?? DEFAULT_IDLE_IN_TRANSACTION_MS,
       log,
       password: options.password === undefined ? undefined : scramSecret(options.password),

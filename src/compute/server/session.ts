@@ -34,6 +34,7 @@ import {
   errorResponse,
   FORWARDED_TYPES,
   type FrontendMessage,
+  InvalidStartupError,
   MessageReader,
   parameterStatus,
   ProtocolError,
@@ -76,6 +77,8 @@ export type SessionContext = {
   engineFailed(compute: SharedBackend, session: ServerSession): void;
   /** A CancelRequest arrived: cancel the running statement of the session with this id, when the secret matches. */
   cancel(pid: number, secret: number): void;
+  /** A client must be through startup and authentication within this (ms). */
+  authentication_timeout_ms: number;
   /** Largest message accepted (bytes). */
   max_message_bytes: number;
   /** A session idle inside a transaction longer than this is rolled back and closed (ms). */
@@ -144,9 +147,11 @@ export class ServerSession {
   /** Serves the connection until the client leaves or breaks the protocol; never throws. */
   async run(): Promise<void> {
     try {
-      if (await this.#startup()) await this.#serve();
+      if (await this.#startupInTime()) await this.#serve();
     } catch (error) {
-      if (error instanceof ProtocolError) {
+      if (error instanceof InvalidStartupError) {
+        this.#ctx.log("invalid_startup", { session: this.id, message: error.message });
+      } else if (error instanceof ProtocolError) {
         this.#ctx.log("protocol_error", { session: this.id, message: error.message });
         await this.#write(errorResponse("FATAL", "08P01", error.message)).catch(() => {});
       } else if (error instanceof AuthenticationFailedError) {
@@ -205,6 +210,26 @@ export class ServerSession {
     this.#open_batch = false;
     await this.#write(errorResponse("FATAL", code, message)).catch(() => {});
     await this.close();
+  }
+
+  /**
+   * The startup and authentication, within PostgreSQL's `authentication_timeout` (60 s): a client that does not get
+   * through by then is told so and disconnected, so that it holds no connection slot.
+   */
+  async #startupInTime(): Promise<boolean> {
+    let timed_out = false;
+    const timer = setTimeout(() => {
+      timed_out = true;
+      this.#ctx.log("authentication_timeout", { session: this.id, timeout_ms: this.#ctx.authentication_timeout_ms });
+      this.#write(errorResponse("FATAL", "08P01", "canceling authentication due to timeout"))
+        .catch(() => {}).finally(() => this.close());
+    }, this.#ctx.authentication_timeout_ms);
+    try {
+      const started = await this.#startup();
+      return started && !timed_out;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async #startup(): Promise<boolean> {

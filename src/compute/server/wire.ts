@@ -38,6 +38,22 @@ export class ProtocolError extends Error {
   }
 }
 
+/**
+ * A first packet that cannot be a startup packet (a length outside 8..10,000 bytes, as PostgreSQL's limit): like
+ * PostgreSQL, the server closes the connection without an answer (a client that sent Terminate before its startup
+ * packet, or a port scanner, gets silence).
+ */
+export class InvalidStartupError extends ProtocolError {
+  /** @param length the length the packet announced */
+  constructor(length: number) {
+    super(`invalid length of startup packet (${length} bytes; 8 to ${STARTUP_MAX_BYTES} are accepted)`);
+    this.name = "InvalidStartupError";
+  }
+}
+
+/** PostgreSQL's limit on a startup packet (MAX_STARTUP_PACKET_LENGTH). */
+export const STARTUP_MAX_BYTES = 10_000;
+
 /** A frontend message: its type letter and body (without type and length). */
 export type FrontendMessage = { type: string; body: Uint8Array };
 
@@ -96,6 +112,9 @@ export class MessageReader {
 
   /** The startup packet (length-prefixed, no type byte), or undefined until it is whole. */
   takeStartup(): StartupPacket | undefined {
+    if (this.buffered_bytes < 4) return undefined;
+    const length = new DataView(this.#buffer.buffer, this.#start, 4).getInt32(0);
+    if (length < 8 || length > STARTUP_MAX_BYTES) throw new InvalidStartupError(length);
     const whole = this.#take(0);
     if (whole === undefined) return undefined;
     if (whole.length < 4) throw new ProtocolError("startup packet too short");

@@ -84,3 +84,34 @@ Deno.test({
       equal(await value(c, "select count(*)::int from pg_class where relname = 't' and relpersistence = 't'"), 0);
     }),
 });
+
+Deno.test({
+  name:
+    "session state: a session keeps its authorization and SQL-prepared statements; the next connection sees neither",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(60_000, async (connect) => {
+      const a = await connect();
+      const b = await connect();
+      await a.query("create role alice; create table secret (x int); revoke all on secret from public");
+      await a.query("prepare answer as select 42 as x");
+      await a.query("set session authorization alice");
+      equal(await value(b, "select current_user"), "postgres", "b is not alice");
+      equal(await value(b, "select count(*)::int from secret"), 0);
+      equal(await value(a, "select current_user"), "alice", "a stays alice");
+      await a.query("select count(*) from secret").then(
+        () => ok(false, "alice read a table she was not granted"),
+        (e: PgError) => equal(e.code, "42501"),
+      );
+      equal(await value(a, "execute answer"), 42, "a keeps its prepared statement");
+      await a.end();
+      const c = await connect();
+      equal(await value(c, "select current_user"), "postgres");
+      equal(
+        await value(c, "select count(*)::int from pg_prepared_statements where from_sql"),
+        0,
+        "a's PREPARE is gone",
+      );
+    }),
+});

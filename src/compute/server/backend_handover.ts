@@ -28,11 +28,26 @@ export type BackendState = {
   saved: Map<number, string>;
   /** Sessions waiting for the backend now. */
   waiting: number;
+  /** Statements prepared by SQL `PREPARE`, by name: the session that made them. */
+  prepared: Map<string, number>;
+  /** SQL-prepared statements of sessions that left, deallocated at the next hand-over. */
+  orphans: Set<string>;
+  /** The last owner has left: what it prepared by SQL and never showed goes at the next hand-over. */
+  last_owner_gone: boolean;
 };
 
 /** A backend first seen: it may carry state from sessions served through another handle, so it is reset once. */
 export function newBackendState(): BackendState {
-  return { last_owner: 0, dirty: true, settings_key: "", saved: new Map(), waiting: 0 };
+  return {
+    last_owner: 0,
+    dirty: true,
+    settings_key: "",
+    saved: new Map(),
+    waiting: 0,
+    prepared: new Map(),
+    orphans: new Set(),
+    last_owner_gone: false,
+  };
 }
 
 /**
@@ -48,16 +63,32 @@ export const SESSION_STATE =
 /** Statements that may create temporary objects: after them, the session checks whether it holds some. */
 export const TEMP_OBJECTS = /\b(temp|temporary|pg_temp)\b/i;
 
-const RESET_SQL = "RESET ALL; CLOSE ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD TEMP;";
+/**
+ * Who the session is comes first: a session that took another role may not be allowed the rest. PGlite's
+ * `SET SESSION AUTHORIZATION DEFAULT` keeps the role it was set to, so the superuser is named.
+ */
+const RESET_SQL = "SET SESSION AUTHORIZATION postgres; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; " +
+  "SELECT pg_advisory_unlock_all(); DISCARD TEMP;";
 
-/** Settings a session cannot carry across (the transaction's own, and who it is: issue-level roles come later). */
-const NOT_SAVED = ["session_authorization", "role", "transaction_isolation", "transaction_read_only"];
+/**
+ * One row: the SQL that puts the session's identity (session authorization, then role: neither is in
+ * `pg_settings`) and its session-level settings back, and the names of the statements prepared by SQL,
+ * comma-separated and quoted.
+ */
+const CAPTURE_SQL = "SELECT concat_ws(' ', CASE WHEN session_user <> 'postgres' THEN " +
+  "format('SET SESSION AUTHORIZATION %I;', session_user) END, CASE WHEN current_user <> session_user THEN " +
+  "format('SET ROLE %I;', current_user) END, (SELECT string_agg(format('SELECT pg_catalog.set_config(%L, %L, " +
+  "false);', name, setting), ' ') FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE " +
+  "'transaction\\_%')), (SELECT coalesce(string_agg(quote_ident(name), ','), '') FROM " +
+  "pg_catalog.pg_prepared_statements WHERE from_sql);";
 
-/** One row, one text: the SQL that sets the session-level settings in force again. */
-const CAPTURE_SQL = "SELECT coalesce(string_agg(format('SELECT pg_catalog.set_config(%L, %L, false);', name, " +
-  `setting), ' '), '') FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT IN (${
-    NOT_SAVED.map((name) => `'${name}'`).join(", ")
-  });`;
+/** Deallocates the SQL-prepared statements no session that is still here has made. */
+function deallocateUnowned(kept: string[]): string {
+  const keep = kept.map((name) => `'${name.replaceAll("'", "''")}'`).join(", ");
+  return "DO $tarn$ DECLARE n text; BEGIN FOR n IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql" +
+    `${kept.length > 0 ? ` AND name NOT IN (${keep})` : ""} LOOP EXECUTE 'DEALLOCATE ' || quote_ident(n); ` +
+    "END LOOP; END $tarn$;";
+}
 
 /** One row: whether the backend holds temporary relations. */
 export const HOLDS_TEMP_SQL =
@@ -73,10 +104,12 @@ export type Handover = { sql: string; captures: boolean; settings_key: string };
 export function handover(state: BackendState, owner: number, startup: string[]): Handover {
   const settings_key = startup.join(" ");
   const own = state.saved.get(owner) ?? "";
-  const captures = state.dirty && state.last_owner !== 0;
+  const captures = state.dirty && state.last_owner !== 0 && !state.last_owner_gone;
   const apply = state.dirty || state.settings_key !== settings_key || own !== "";
+  const orphans = [...state.orphans].map((name) => `DEALLOCATE ${quoteIdent(name)};`);
   const sql = [
     ...captures ? [CAPTURE_SQL] : [],
+    ...state.last_owner_gone && state.dirty ? [deallocateUnowned([...state.prepared.keys()])] : orphans,
     ...state.dirty ? [RESET_SQL] : [],
     ...apply ? startup : [],
     own,
@@ -87,31 +120,60 @@ export function handover(state: BackendState, owner: number, startup: string[]):
 /** Records a hand-over done: the last owner's settings are kept (from `reply`), `owner` holds the backend now. */
 export function handedOver(state: BackendState, owner: number, done: Handover, reply: Uint8Array): void {
   if (done.captures) {
-    const captured = firstCell(reply) ?? "";
-    if (captured === "") state.saved.delete(state.last_owner);
-    else state.saved.set(state.last_owner, captured);
+    const [settings, names] = firstRow(reply);
+    if (!settings) state.saved.delete(state.last_owner);
+    else state.saved.set(state.last_owner, settings);
+    for (const name of splitNames(names ?? "")) {
+      if (!state.prepared.has(name)) state.prepared.set(name, state.last_owner);
+    }
   }
+  state.orphans.clear();
   const restored = state.saved.delete(owner);
-  Object.assign(state, { last_owner: owner, dirty: restored, settings_key: done.settings_key });
+  Object.assign(state, { last_owner: owner, dirty: restored, settings_key: done.settings_key, last_owner_gone: false });
+}
+
+/** A session left: nothing is kept for it, and what it prepared by SQL is deallocated at the next hand-over. */
+export function sessionLeft(state: BackendState, session: number): void {
+  state.saved.delete(session);
+  for (const [name, owner] of state.prepared) {
+    if (owner !== session) continue;
+    state.prepared.delete(name);
+    state.orphans.add(name);
+  }
+  if (state.last_owner === session) state.last_owner_gone = true;
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+/** Names as `quote_ident` wrote them, comma-separated, back to names. */
+function splitNames(text: string): string[] {
+  const names: string[] = [];
+  for (const match of text.matchAll(/"((?:[^"]|"")*)"|([^,]+)/g)) {
+    names.push(match[1] !== undefined ? match[1].replaceAll('""', '"') : match[2]);
+  }
+  return names;
 }
 
 /** Whether the reply to {@linkcode HOLDS_TEMP_SQL} counts temporary relations. */
 export function holdsTemp(reply: Uint8Array): boolean {
-  const count = firstCell(reply);
+  const [count] = firstRow(reply);
   return count !== undefined && count !== "0";
 }
 
-/** The text of the first column of the first DataRow in `reply`. */
-function firstCell(reply: Uint8Array): string | undefined {
-  let cell: string | undefined;
+/** The columns of the first DataRow in `reply`, as text (undefined for NULL). */
+function firstRow(reply: Uint8Array): (string | undefined)[] {
+  const cells: (string | undefined)[] = [];
   eachBackendMessage(reply, (type, body) => {
     if (type !== "D") return true;
     const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-    if (body.length >= 6 && view.getInt16(0) >= 1) {
-      const length = view.getInt32(2);
-      cell = length < 0 ? undefined : new TextDecoder().decode(body.subarray(6, 6 + length));
+    for (let i = 0, at = 2; i < view.getInt16(0) && at + 4 <= body.length; i++) {
+      const length = view.getInt32(at);
+      cells.push(length < 0 ? undefined : new TextDecoder().decode(body.subarray(at + 4, at + 4 + length)));
+      at += 4 + Math.max(0, length);
     }
     return false;
   });
-  return cell;
+  return cells;
 }

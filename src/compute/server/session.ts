@@ -19,6 +19,7 @@ import {
   holdsTemp,
   newBackendState,
   SESSION_STATE,
+  sessionLeft,
   TEMP_OBJECTS,
 } from "./backend_handover.ts";
 import { startupSettings } from "./startup_settings.ts";
@@ -192,8 +193,7 @@ export class ServerSession {
       this.#owned = undefined;
     }
     const state = this.#compute && this.#ctx.backends.get(this.#compute);
-    state?.saved.delete(this.id);
-    if (state?.last_owner === this.id) state.last_owner = 0; // nobody to keep settings for
+    if (state !== undefined) sessionLeft(state, this.id);
     closeQuietly(this.#conn);
     await this.#release?.();
   }

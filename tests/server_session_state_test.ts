@@ -115,3 +115,37 @@ Deno.test({
       );
     }),
 });
+
+Deno.test({
+  name: "session state: a SET of a reported setting, and its rollback, reach the client as ParameterStatus",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(60_000, async (connect) => {
+      const a = await connect();
+      const seen: Record<string, string> = {};
+      // node-postgres keeps the last ParameterStatus of each setting here.
+      const status = () =>
+        (a as unknown as {
+          connection: { on: (e: string, f: (m: { parameterName: string; parameterValue: string }) => void) => void };
+        }).connection;
+      status().on("parameterStatus", (m) => seen[m.parameterName] = m.parameterValue);
+      const settings: [string, string, string][] = [
+        ["standard_conforming_strings", "off", "off"],
+        ["DateStyle", "German", "German, DMY"],
+        ["TimeZone", "Europe/Paris", "Europe/Paris"],
+        ["IntervalStyle", "iso_8601", "iso_8601"],
+        ["application_name", "reporter", "reporter"],
+        ["search_path", "pg_catalog", "pg_catalog"],
+      ];
+      for (const [name, value, reported] of settings) {
+        await a.query(`set ${name} = '${value}'`);
+        equal(seen[name], reported, `${name} reported`);
+      }
+      await a.query("begin");
+      await a.query("set standard_conforming_strings = on");
+      equal(seen.standard_conforming_strings, "on");
+      await a.query("rollback");
+      equal(seen.standard_conforming_strings, "off", "a rolled-back SET is reported back");
+    }),
+});

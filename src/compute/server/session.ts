@@ -11,6 +11,7 @@
 import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
 import { renameStatements } from "./statement_names.ts";
 import { readCopyIn } from "./copy_in.ts";
+import { REPORTED_SQL, ReportedSettings } from "./reported_settings.ts";
 import {
   type BackendState,
   handedOver,
@@ -31,13 +32,11 @@ import {
   backendMessage,
   concatBytes,
   cStrings,
-  eachBackendMessage,
   errorResponse,
   FORWARDED_TYPES,
   type FrontendMessage,
   InvalidStartupError,
   MessageReader,
-  parameterStatus,
   ProtocolError,
   readyForQuery,
 } from "./wire.ts";
@@ -121,6 +120,10 @@ export class ServerSession {
   #reading: Promise<boolean> | undefined;
   /** The client closed its side. */
   #eof = false;
+  /** The reported settings, as this client knows them. */
+  #reported = new ReportedSettings();
+  /** A statement may have changed a reported setting: check at the end of the batch. */
+  #settings_may_change = false;
   #waiting_since_ms: number | undefined;
   #status = "I";
   #closed = false;
@@ -251,6 +254,12 @@ export class ServerSession {
         return false;
       }
       this.#params = packet.params;
+      this.#reported = new ReportedSettings({
+        session_authorization: packet.params.user ?? "postgres",
+        application_name: packet.params.application_name ?? "",
+      });
+      // Startup settings may change reported ones: the first batch checks.
+      this.#settings_may_change = startupSettings(packet.params).length > 0;
       startupSettings(packet.params); // refuses bad options before anything runs
       if (this.#ctx.password !== undefined) {
         const channel = {
@@ -265,16 +274,7 @@ export class ServerSession {
       this.secret = crypto.getRandomValues(new Int32Array(1))[0];
       await this.#write(concatBytes([
         authenticationOk(),
-        parameterStatus("server_version", "18.6"),
-        parameterStatus("server_encoding", "UTF8"),
-        parameterStatus("client_encoding", "UTF8"),
-        parameterStatus("DateStyle", "ISO, MDY"),
-        parameterStatus("TimeZone", "UTC"),
-        parameterStatus("integer_datetimes", "on"),
-        parameterStatus("standard_conforming_strings", "on"),
-        parameterStatus("is_superuser", "on"),
-        parameterStatus("session_authorization", packet.params.user ?? "postgres"),
-        parameterStatus("application_name", packet.params.application_name ?? ""),
+        this.#reported.startup(),
         backendKeyData(this.id, this.secret),
         readyForQuery("I"),
       ]));
@@ -299,7 +299,10 @@ export class ServerSession {
       await this.#acquire();
       if (message.type === "Q" || message.type === "P") {
         const text = new TextDecoder().decode(message.body);
-        if (SESSION_STATE.test(text)) this.#ctx.backends.get(this.#compute!)!.dirty = true;
+        if (SESSION_STATE.test(text)) {
+          this.#ctx.backends.get(this.#compute!)!.dirty = true;
+          this.#settings_may_change = true;
+        }
         if (TEMP_OBJECTS.test(text)) this.#maybe_temp = true;
       }
       if (message.type === "Q" || message.type === "F") await this.#run([...this.#batch.splice(0), frame(message)]);
@@ -329,7 +332,7 @@ export class ServerSession {
     const n = reply.length;
     const ready = n >= 6 && reply[n - 6] === 0x5a && reply[n - 5] === 0 && reply[n - 2] === 5;
     if (ready) this.#status = String.fromCharCode(reply[n - 1]);
-    if (reportsSetting(reply)) this.#ctx.backends.get(this.#compute!)!.dirty = true;
+    if (ready && this.#settings_may_change && this.#status !== "E") reply = await this.#withReportedChanges(reply);
     this.#open_batch = !ready;
     await this.#write(reply);
     if (this.#status === "I" && !this.#open_batch) {
@@ -342,6 +345,18 @@ export class ServerSession {
       this.#owned!.done();
       this.#owned = undefined;
     }
+  }
+
+  /**
+   * `reply` with ParameterStatus for the reported settings that changed, before its final ReadyForQuery (where
+   * PostgreSQL sends them). Once outside a transaction, a rolled-back SET has been reported too.
+   */
+  async #withReportedChanges(reply: Uint8Array): Promise<Uint8Array> {
+    const values = await this.#owned!.exec(backendMessage("Q", cStrings(REPORTED_SQL)));
+    if (this.#status === "I") this.#settings_may_change = false;
+    const changes = this.#reported.changes(values);
+    if (changes.length === 0) return reply;
+    return concatBytes([reply.subarray(0, reply.length - 6), changes, reply.subarray(reply.length - 6)]);
   }
 
   /** How a COPY FROM STDIN in a call of this session talks to its client. */
@@ -494,13 +509,6 @@ export class ServerSession {
 
 function frame(message: FrontendMessage): Uint8Array {
   return backendMessage(message.type, message.body);
-}
-
-/** Whether Postgres reported a setting change (ParameterStatus): a function may have run SET. */
-function reportsSetting(reply: Uint8Array): boolean {
-  let found = false;
-  eachBackendMessage(reply, (type) => !(found = type === "S"));
-  return found;
 }
 
 function closeQuietly(conn: Deno.Conn): void {

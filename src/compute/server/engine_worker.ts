@@ -8,6 +8,7 @@
 /// <reference lib="deno.worker" />
 import type { Compute } from "../compute.ts";
 import { shareWasmMemory } from "./shared_memory.ts";
+import { disablePostgresTimers } from "./postgres_timers.ts";
 import { type Lane, LANE_BYTES, LaneServer } from "./engine_channel.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { Tarn } from "../../tarn.ts";
@@ -25,6 +26,7 @@ import {
 } from "./engine_protocol.ts";
 
 shareWasmMemory();
+disablePostgresTimers();
 
 type Entry = {
   compute: Compute;

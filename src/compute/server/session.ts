@@ -13,6 +13,13 @@ import { renameStatements } from "./statement_names.ts";
 import { readCopyIn } from "./copy_in.ts";
 import { REPORTED_SQL, ReportedSettings } from "./reported_settings.ts";
 import {
+  asStatementTimeout,
+  type SessionTimeouts,
+  startupTimeouts,
+  TIMEOUTS_SQL,
+  timeoutsOf,
+} from "./session_timeouts.ts";
+import {
   type BackendState,
   handedOver,
   handover,
@@ -124,6 +131,8 @@ export class ServerSession {
   #reported = new ReportedSettings();
   /** A statement may have changed a reported setting: check at the end of the batch. */
   #settings_may_change = false;
+  /** The session's own timeouts, which the server enforces. */
+  #timeouts: SessionTimeouts = { statement_ms: 0, idle_in_transaction_ms: 0 };
   #waiting_since_ms: number | undefined;
   #status = "I";
   #closed = false;
@@ -259,7 +268,9 @@ export class ServerSession {
         application_name: packet.params.application_name ?? "",
       });
       // Startup settings may change reported ones: the first batch checks.
-      this.#settings_may_change = startupSettings(packet.params).length > 0;
+      const settings = startupSettings(packet.params);
+      this.#settings_may_change = settings.length > 0;
+      Object.assign(this.#timeouts, startupTimeouts(settings));
       startupSettings(packet.params); // refuses bad options before anything runs
       if (this.#ctx.password !== undefined) {
         const channel = {
@@ -319,12 +330,18 @@ export class ServerSession {
     const call = this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
     this.#in_flight = call;
     this.#watchClient(call);
+    let timed_out = false;
+    const timer = this.#timeouts.statement_ms <= 0 ? undefined : setTimeout(() => {
+      timed_out = this.cancel();
+    }, this.#timeouts.statement_ms);
     let reply: Uint8Array;
     try {
       reply = await call;
     } finally {
+      clearTimeout(timer);
       this.#in_flight = undefined;
     }
+    if (timed_out) reply = asStatementTimeout(reply);
     if (this.#closed) return; // closed meanwhile (server shutdown): close() took the backend back
     if (this.#copy_error !== undefined) throw this.#copy_error;
     // Postgres ends every answer it has finished with ReadyForQuery; without one, it waits for more of the batch
@@ -352,8 +369,9 @@ export class ServerSession {
    * PostgreSQL sends them). Once outside a transaction, a rolled-back SET has been reported too.
    */
   async #withReportedChanges(reply: Uint8Array): Promise<Uint8Array> {
-    const values = await this.#owned!.exec(backendMessage("Q", cStrings(REPORTED_SQL)));
+    const values = await this.#owned!.exec(backendMessage("Q", cStrings(REPORTED_SQL + TIMEOUTS_SQL)));
     if (this.#status === "I") this.#settings_may_change = false;
+    Object.assign(this.#timeouts, timeoutsOf(values));
     const changes = this.#reported.changes(values);
     if (changes.length === 0) return reply;
     return concatBytes([reply.subarray(0, reply.length - 6), changes, reply.subarray(reply.length - 6)]);
@@ -472,7 +490,10 @@ export class ServerSession {
    * idle-in-transaction timeout is told so, rolled back and disconnected, so the sessions waiting behind it go on.
    */
   async checkIdle(now_ms: number): Promise<void> {
-    const timeout_ms = this.#ctx.idle_in_transaction_ms;
+    const own_ms = this.#timeouts.idle_in_transaction_ms;
+    const timeout_ms = own_ms > 0
+      ? Math.min(own_ms, this.#ctx.idle_in_transaction_ms)
+      : this.#ctx.idle_in_transaction_ms;
     if (this.#waiting_since_ms === undefined || now_ms - this.#waiting_since_ms < timeout_ms) return;
     if (this.#holds_temp && this.#status === "I" && !this.#open_batch) return await this.#checkTempHolder(timeout_ms);
     this.#waiting_since_ms = undefined;

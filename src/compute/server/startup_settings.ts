@@ -8,9 +8,6 @@ import { ProtocolError } from "./wire.ts";
 /** Startup parameters that are not settings. */
 const NOT_SETTINGS = new Set(["user", "database", "options", "replication", "tarn.branch"]);
 
-/** Settings PGlite cannot honour: statement_timeout never fires, and the other one makes the backend hang. */
-const REFUSED_SETTINGS = new Set(["statement_timeout", "idle_in_transaction_session_timeout"]);
-
 /**
  * The settings a startup packet asks for: its parameters other than user, database and options, plus each
  * `-c name=value` or `--name=value` of `options` (except `--branch` and `--at`, which pick what to serve).
@@ -23,13 +20,6 @@ export function startupSettings(params: Record<string, string>): [string, string
     const match = setting === undefined ? null : /^([A-Za-z_][\w.]*)=(.*)$/.exec(setting);
     if (match === null) throw new ProtocolError(`options: cannot read "${words[i] ?? ""}"; use -c name=value`);
     if (match[1] !== "branch" && match[1] !== "at") settings.push([match[1].replaceAll("-", "_"), match[2]]);
-  }
-  for (const [name] of settings) {
-    if (REFUSED_SETTINGS.has(name)) {
-      throw new ProtocolError(
-        `${name} is not supported here (PGlite cannot honour it); the server has its own timeouts`,
-      );
-    }
   }
   return settings;
 }

@@ -1,0 +1,81 @@
+/**
+ * `statement_timeout` and `idle_in_transaction_session_timeout`, as a session sets them (startup options, `SET`,
+ * `ALTER ROLE/DATABASE ... SET`), enforced by the server: Postgres's own timers are off in the engine Worker
+ * (`postgres_timers.ts`). A statement running past its timeout is cancelled with the cancel flags and answered
+ * with PostgreSQL's message; the idle timeout ends the session as PostgreSQL does (25P03).
+ *
+ * @module
+ */
+import { backendMessage, concatBytes, eachBackendMessage } from "./wire.ts";
+
+/** A session's timeouts (ms; 0: none). */
+export type SessionTimeouts = { statement_ms: number; idle_in_transaction_ms: number };
+
+const NAMES: Record<string, keyof SessionTimeouts> = {
+  statement_timeout: "statement_ms",
+  idle_in_transaction_session_timeout: "idle_in_transaction_ms",
+};
+
+/** Rows (name, value in ms) of the timeouts in force. */
+export const TIMEOUTS_SQL = `SELECT name, setting FROM pg_catalog.pg_settings WHERE name IN (${
+  Object.keys(NAMES).map((name) => `'${name}'`).join(", ")
+});`;
+
+const UNITS_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** A duration as PostgreSQL reads one for a time setting (`500`, `5s`, `2min`); undefined when it cannot. */
+export function parseDurationMs(value: string): number | undefined {
+  const match = /^\s*(\d+(?:\.\d+)?)\s*(us|ms|s|min|h|d)?\s*$/.exec(value);
+  if (match === null) return undefined;
+  return Math.round(Number(match[1]) * UNITS_MS[match[2] ?? "ms"]);
+}
+
+/** The timeouts among a session's startup settings. */
+export function startupTimeouts(settings: [string, string][]): Partial<SessionTimeouts> {
+  const timeouts: Partial<SessionTimeouts> = {};
+  for (const [name, value] of settings) {
+    const key = NAMES[name];
+    const ms = key === undefined ? undefined : parseDurationMs(value);
+    if (key !== undefined && ms !== undefined) timeouts[key] = ms;
+  }
+  return timeouts;
+}
+
+/** The timeouts in the reply to {@linkcode TIMEOUTS_SQL}. */
+export function timeoutsOf(reply: Uint8Array): Partial<SessionTimeouts> {
+  const timeouts: Partial<SessionTimeouts> = {};
+  const decoder = new TextDecoder();
+  eachBackendMessage(reply, (type, body) => {
+    if (type !== "D") return true;
+    const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    if (view.getInt16(0) !== 2) return true;
+    const name_length = view.getInt32(2);
+    const name = decoder.decode(body.subarray(6, 6 + name_length));
+    const value_length = view.getInt32(6 + name_length);
+    const value = decoder.decode(body.subarray(10 + name_length, 10 + name_length + value_length));
+    const key = NAMES[name];
+    if (key !== undefined && /^\d+$/.test(value)) timeouts[key] = Number(value);
+    return true;
+  });
+  return timeouts;
+}
+
+const USER_CANCEL = "canceling statement due to user request";
+const TIMEOUT_CANCEL = "canceling statement due to statement timeout";
+
+/** `reply` with the cancel that the statement timeout caused told as PostgreSQL tells it. */
+export function asStatementTimeout(reply: Uint8Array): Uint8Array {
+  const parts: Uint8Array[] = [];
+  const decoder = new TextDecoder();
+  const encoder = new TextEncoder();
+  eachBackendMessage(reply, (type, body, at) => {
+    const text = type === "E" ? decoder.decode(body) : "";
+    parts.push(
+      text.includes(`M${USER_CANCEL}\0`)
+        ? backendMessage("E", encoder.encode(text.replace(`M${USER_CANCEL}\0`, `M${TIMEOUT_CANCEL}\0`)))
+        : reply.subarray(at, at + 5 + body.length),
+    );
+    return true;
+  });
+  return concatBytes(parts);
+}

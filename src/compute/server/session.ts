@@ -11,6 +11,8 @@
 import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
 import { renameStatements } from "./statement_names.ts";
 import { readCopyIn } from "./copy_in.ts";
+import { ClientConnection } from "./client_connection.ts";
+import { readStartup } from "./session_startup.ts";
 import { REPORTED_SQL, ReportedSettings } from "./reported_settings.ts";
 import {
   asStatementTimeout,
@@ -32,7 +34,6 @@ import {
 } from "./backend_handover.ts";
 import { startupSettings } from "./startup_settings.ts";
 import type { AdminRequest } from "./admin.ts";
-import { isHttpRequest, serveAdminHttp } from "./admin_http.ts";
 import {
   authenticationOk,
   backendKeyData,
@@ -43,7 +44,6 @@ import {
   FORWARDED_TYPES,
   type FrontendMessage,
   InvalidStartupError,
-  MessageReader,
   ProtocolError,
   readyForQuery,
 } from "./wire.ts";
@@ -100,16 +100,11 @@ export type SessionContext = {
   admin?: (request: AdminRequest) => Promise<unknown>;
 };
 
-const READ_BYTES = 64 * 1024;
-/** What a client may send ahead while its statement runs before the server stops reading it (bytes). */
-const WATCH_BUFFER_BYTES = 1024 * 1024;
-
 /** One client connection. */
 export class ServerSession {
   readonly id: number;
-  readonly #conn: Deno.Conn;
   readonly #ctx: SessionContext;
-  readonly #reader: MessageReader;
+  readonly #client: ClientConnection;
   #params: Record<string, string> = {};
   #compute: SharedBackend | undefined;
   /** The secret a CancelRequest for this session must carry (BackendKeyData). */
@@ -122,18 +117,12 @@ export class ServerSession {
   #batch: Uint8Array[] = [];
   /** Extended-protocol messages went to Postgres (or wait to) without the ReadyForQuery that ends them. */
   #open_batch = false;
-  readonly #chunk = new Uint8Array(READ_BYTES);
-  /** The socket read in progress, if any. */
-  #reading: Promise<boolean> | undefined;
-  /** The client closed its side. */
-  #eof = false;
   /** The reported settings, as this client knows them. */
   #reported = new ReportedSettings();
   /** A statement may have changed a reported setting: check at the end of the batch. */
   #settings_may_change = false;
   /** The session's own timeouts, which the server enforces. */
   #timeouts: SessionTimeouts = { statement_ms: 0, idle_in_transaction_ms: 0 };
-  #waiting_since_ms: number | undefined;
   #status = "I";
   #closed = false;
   /** A COPY waits for this client's data: a close must end the read, or the COPY (and the close) waits forever. */
@@ -151,10 +140,9 @@ export class ServerSession {
    * @param ctx the server's routing, limits and log
    */
   constructor(conn: Deno.Conn, id: number, ctx: SessionContext) {
-    this.#conn = conn;
     this.id = id;
     this.#ctx = ctx;
-    this.#reader = new MessageReader(ctx.max_message_bytes);
+    this.#client = new ClientConnection(conn, ctx.max_message_bytes);
   }
 
   /** Serves the connection until the client leaves or breaks the protocol; never throws. */
@@ -191,7 +179,7 @@ export class ServerSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (this.#copy_reading) closeQuietly(this.#conn); // the COPY then fails, and the call in flight ends
+    if (this.#copy_reading) this.#client.close(); // the COPY then fails, and the call in flight ends
     // One call at a time on a backend: let a call in flight finish before rolling back.
     await this.#in_flight?.catch(() => {});
     if (this.#owned !== undefined) {
@@ -206,7 +194,7 @@ export class ServerSession {
     }
     const state = this.#compute && this.#ctx.backends.get(this.#compute);
     if (state !== undefined) sessionLeft(state, this.id);
-    closeQuietly(this.#conn);
+    this.#client.close();
     await this.#release?.();
   }
 
@@ -245,58 +233,40 @@ export class ServerSession {
   }
 
   async #startup(): Promise<boolean> {
-    const head = await this.#next(() => this.#reader.buffered_bytes >= 4 ? this.#reader.peek(4) : undefined);
-    if (head === undefined) return false;
-    if (isHttpRequest(head)) {
-      await serveAdminHttp(this.#conn, this.#reader.takeBuffered(), this.#ctx.admin, this.#ctx.metrics);
-      return false;
+    const params = await readStartup(this.#client, this.#ctx);
+    if (params === undefined) return false;
+    this.#params = params;
+    this.#reported = new ReportedSettings({
+      session_authorization: params.user ?? "postgres",
+      application_name: params.application_name ?? "",
+    });
+    // Startup settings may change reported ones: the first batch checks.
+    const settings = startupSettings(params);
+    this.#settings_may_change = settings.length > 0;
+    Object.assign(this.#timeouts, startupTimeouts(settings));
+    if (this.#ctx.password !== undefined) {
+      const channel = {
+        next: () => this.#client.next(() => this.#client.reader.takeMessage()),
+        write: (b: Uint8Array) => this.#write(b),
+      };
+      await authenticate(channel, await this.#ctx.password, params.user ?? "postgres");
     }
-    for (let packets = 0; packets < 4; packets++) {
-      const packet = await this.#next(() => this.#reader.takeStartup());
-      if (packet === undefined) return false;
-      if (packet.kind === "ssl" || packet.kind === "gssenc") {
-        await this.#write(new TextEncoder().encode("N")); // no TLS yet: the client goes on in plain text
-        continue;
-      }
-      if (packet.kind === "cancel") {
-        this.#ctx.cancel(packet.pid, packet.secret);
-        return false;
-      }
-      this.#params = packet.params;
-      this.#reported = new ReportedSettings({
-        session_authorization: packet.params.user ?? "postgres",
-        application_name: packet.params.application_name ?? "",
-      });
-      // Startup settings may change reported ones: the first batch checks.
-      const settings = startupSettings(packet.params);
-      this.#settings_may_change = settings.length > 0;
-      Object.assign(this.#timeouts, startupTimeouts(settings));
-      startupSettings(packet.params); // refuses bad options before anything runs
-      if (this.#ctx.password !== undefined) {
-        const channel = {
-          next: () => this.#next(() => this.#reader.takeMessage()),
-          write: (b: Uint8Array) => this.#write(b),
-        };
-        await authenticate(channel, await this.#ctx.password, packet.params.user ?? "postgres");
-      }
-      const { compute, release } = await this.#ctx.attach(packet.params);
-      this.#compute = compute;
-      this.#release = release;
-      this.secret = crypto.getRandomValues(new Int32Array(1))[0];
-      await this.#write(concatBytes([
-        authenticationOk(),
-        this.#reported.startup(),
-        backendKeyData(this.id, this.secret),
-        readyForQuery("I"),
-      ]));
-      return true;
-    }
-    throw new ProtocolError("too many SSL or GSS requests");
+    const { compute, release } = await this.#ctx.attach(params);
+    this.#compute = compute;
+    this.#release = release;
+    this.secret = crypto.getRandomValues(new Int32Array(1))[0];
+    await this.#write(concatBytes([
+      authenticationOk(),
+      this.#reported.startup(),
+      backendKeyData(this.id, this.secret),
+      readyForQuery("I"),
+    ]));
+    return true;
   }
 
   async #serve(): Promise<void> {
     for (;;) {
-      const message = await this.#next(() => this.#reader.takeMessage(), this.#owned !== undefined);
+      const message = await this.#client.next(() => this.#client.reader.takeMessage(), this.#owned !== undefined);
       if (message === undefined || message.type === "X") return;
       if (!FORWARDED_TYPES.has(message.type)) {
         throw new ProtocolError(`unknown or unexpected message type "${printable(message.type)}"`);
@@ -329,7 +299,10 @@ export class ServerSession {
   async #run(messages: Uint8Array[]): Promise<void> {
     const call = this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
     this.#in_flight = call;
-    this.#watchClient(call);
+    // A client that goes away mid-statement has it cancelled, as PostgreSQL does; then it is rolled back.
+    this.#client.watch(call).then((left) => {
+      if (left) this.#ctx.log("client_left_during_statement", { session: this.id, cancelled: this.cancel() });
+    });
     let timed_out = false;
     const timer = this.#timeouts.statement_ms <= 0 ? undefined : setTimeout(() => {
       timed_out = this.cancel();
@@ -385,9 +358,10 @@ export class ServerSession {
     this.#copy_reading = true;
     try {
       const { bytes, error } = await readCopyIn({
-        next: () => this.#next(() => this.#reader.takeMessage(), true),
-        peekType: () => this.#reader.buffered_bytes >= 5 ? String.fromCharCode(this.#reader.peek(1)[0]) : undefined,
-        buffered: () => this.#reader.takeMessage(),
+        next: () => this.#client.next(() => this.#client.reader.takeMessage(), true),
+        peekType: () =>
+          this.#client.reader.buffered_bytes >= 5 ? String.fromCharCode(this.#client.reader.peek(1)[0]) : undefined,
+        buffered: () => this.#client.reader.takeMessage(),
       });
       this.#copy_error ??= error;
       return bytes;
@@ -435,57 +409,6 @@ export class ServerSession {
   }
 
   /**
-   * The next item `take` finds, reading the socket as needed; undefined at end of stream. While `in_transaction`,
-   * the wait is visible to {@linkcode checkIdle}.
-   */
-  async #next<T>(take: () => T | undefined, in_transaction = false): Promise<T | undefined> {
-    for (;;) {
-      const item = take();
-      if (item !== undefined) return item;
-      this.#waiting_since_ms = in_transaction ? performance.now() : undefined;
-      const more = await this.#fill();
-      this.#waiting_since_ms = undefined;
-      if (!more) return undefined;
-    }
-  }
-
-  /**
-   * Reads the socket once into the message reader; false at end of stream. One read at a time: callers that come
-   * while a read is pending share it (the statement watch and the COPY feed may both wait).
-   */
-  #fill(): Promise<boolean> {
-    if (this.#eof) return Promise.resolve(false);
-    this.#reading ??= this.#conn.read(this.#chunk).catch((error) => {
-      if (this.#closed) return null; // closed under a pending read: by a timeout, or the server stopping
-      throw error;
-    }).then((n) => {
-      this.#reading = undefined;
-      if (n === null) this.#eof = true;
-      else this.#reader.push(this.#chunk.subarray(0, n));
-      return n !== null;
-    });
-    return this.#reading;
-  }
-
-  /**
-   * While a statement runs, watches the socket: a client that goes away has its statement cancelled, as
-   * PostgreSQL does (then the session rolls back what it had open). What the client sends meanwhile is kept, up
-   * to a bound; beyond it, the socket is not read until the statement ends.
-   */
-  async #watchClient(call: Promise<unknown>): Promise<void> {
-    let running = true;
-    const ended = call.then(() => running = false, () => running = false);
-    while (running && this.#reader.buffered_bytes < WATCH_BUFFER_BYTES) {
-      const more = await Promise.race([this.#fill().catch(() => false), ended]);
-      if (!running) return;
-      if (more === false) {
-        this.#ctx.log("client_left_during_statement", { session: this.id, cancelled: this.cancel() });
-        return;
-      }
-    }
-  }
-
-  /**
    * Called by the server now and then: a client silent inside a transaction (or a batch) for longer than the
    * idle-in-transaction timeout is told so, rolled back and disconnected, so the sessions waiting behind it go on.
    */
@@ -494,9 +417,9 @@ export class ServerSession {
     const timeout_ms = own_ms > 0
       ? Math.min(own_ms, this.#ctx.idle_in_transaction_ms)
       : this.#ctx.idle_in_transaction_ms;
-    if (this.#waiting_since_ms === undefined || now_ms - this.#waiting_since_ms < timeout_ms) return;
+    if (this.#client.waiting_since_ms === undefined || now_ms - this.#client.waiting_since_ms < timeout_ms) return;
     if (this.#holds_temp && this.#status === "I" && !this.#open_batch) return await this.#checkTempHolder(timeout_ms);
-    this.#waiting_since_ms = undefined;
+    this.#client.waiting_since_ms = undefined;
     this.#ctx.log("idle_in_transaction_timeout", { session: this.id, timeout_ms });
     await this.#write(errorResponse(
       "FATAL",
@@ -510,7 +433,7 @@ export class ServerSession {
   /** Idle between transactions with temporary objects: disconnected only when other sessions wait for it. */
   async #checkTempHolder(timeout_ms: number): Promise<void> {
     if ((this.#ctx.backends.get(this.#compute!)?.waiting ?? 0) === 0) return;
-    this.#waiting_since_ms = undefined;
+    this.#client.waiting_since_ms = undefined;
     this.#ctx.log("temp_holder_timeout", { session: this.id, timeout_ms });
     await this.#write(errorResponse(
       "FATAL",
@@ -523,21 +446,13 @@ export class ServerSession {
     await this.close();
   }
 
-  async #write(bytes: Uint8Array): Promise<void> {
-    for (let done = 0; done < bytes.length;) done += await this.#conn.write(bytes.subarray(done));
+  #write(bytes: Uint8Array): Promise<void> {
+    return this.#client.write(bytes);
   }
 }
 
 function frame(message: FrontendMessage): Uint8Array {
   return backendMessage(message.type, message.body);
-}
-
-function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // already closed
-  }
 }
 
 function quoteLiteral(value: string): string {

@@ -5,6 +5,7 @@
  * @module
  */
 import { benchCreateBranch, benchFork, benchSuite } from "./branches.ts";
+import { benchCopy } from "./copy.ts";
 import { benchOpen } from "./open_time.ts";
 import { benchSafekeepers } from "./safekeepers.ts";
 import { benchServer } from "./server.ts";
@@ -94,6 +95,14 @@ console.log(
   `connection setup (connect + first query): p50 ${f(served.connection.p50_ms, 1)} ms, ` +
     `p99 ${f(served.connection.p99_ms, 1)} ms`,
 );
+
+const copy = await benchCopy(quick ? 50_000 : 500_000);
+console.log(`\n## COPY FROM STDIN of ${copy.rows} rows, streamed through the server vs plain PGlite in one call`);
+console.log(
+  `tarn start (postgres.js): ${f(copy.server_ms)} ms; plain PGlite, one call, no socket: ${f(copy.pglite_ms)} ms; ` +
+    `ratio ${f(copy.pglite_ms / copy.server_ms, 2)}`,
+);
+console.log(`engine failure to the next answered query (new connection): ${f(copy.recovery_ms)} ms`);
 
 console.log("\n## Safekeepers: 3 local `tarn safekeeper` processes vs the embedded WAL log (tarn start, 4 clients)");
 const quorum = await benchSafekeepers(quick ? 1 : 10, quick ? 5 : 20);

@@ -7,20 +7,11 @@ import { Tarn } from "../mod.ts";
 import { TarnServer } from "../src/compute/server/server.ts";
 import { backendMessage, cStrings } from "../src/compute/server/wire.ts";
 import { startupPacket } from "./fixtures/startup_packet.ts";
+import { prng } from "./fixtures/prng.ts";
 
 const SEED = Number(Deno.env.get("TARN_FUZZ_SEED") ?? Date.now() % 1_000_000);
 const CONNECTIONS = 150;
 const MESSAGES_PER_CONNECTION = 20;
-
-function prng(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return (state >>> 0) / 0x1_0000_0000;
-  };
-}
 
 /** A valid message of a random kind, to mutate. */
 function validMessage(random: () => number): Uint8Array {

@@ -7,6 +7,7 @@ import { EngineHost } from "../src/compute/server/engine_host.ts";
 import { TarnServer } from "../src/compute/server/server.ts";
 import { backendMessage } from "../src/compute/server/wire.ts";
 import { copyData, copyDone, copyFail, describe, query, RawSession } from "./fixtures/raw_session.ts";
+import { prng } from "./fixtures/prng.ts";
 
 const SEED = Number(Deno.env.get("TARN_FUZZ_SEED") ?? 20_260_611);
 const SESSIONS = 4;
@@ -15,16 +16,6 @@ const STATEMENTS_PER_SESSION = 500;
 const ENGINE_KILLS = 3;
 /** Longer than any generated statement needs; a session waiting this long means the server hung. */
 const REPLY_TIMEOUT_MS = 20_000;
-
-function prng(seed: number): () => number {
-  let state = seed >>> 0 || 1;
-  return () => {
-    state ^= state << 13;
-    state ^= state >>> 17;
-    state ^= state << 5;
-    return (state >>> 0) / 0x1_0000_0000;
-  };
-}
 
 type Random = () => number;
 const int = (random: Random, n: number) => Math.floor(random() * n);

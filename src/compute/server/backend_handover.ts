@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { eachBackendMessage } from "./wire.ts";
+import { textRows } from "./wire.ts";
 
 /** What a compute's backend carries from one owner to the next. */
 export type BackendState = {
@@ -120,7 +120,7 @@ export function handover(state: BackendState, owner: number, startup: string[]):
 /** Records a hand-over done: the last owner's settings are kept (from `reply`), `owner` holds the backend now. */
 export function handedOver(state: BackendState, owner: number, done: Handover, reply: Uint8Array): void {
   if (done.captures) {
-    const [settings, names] = firstRow(reply);
+    const [settings, names] = textRows(reply)[0] ?? [];
     if (!settings) state.saved.delete(state.last_owner);
     else state.saved.set(state.last_owner, settings);
     for (const name of splitNames(names ?? "")) {
@@ -158,22 +158,6 @@ function splitNames(text: string): string[] {
 
 /** Whether the reply to {@linkcode HOLDS_TEMP_SQL} counts temporary relations. */
 export function holdsTemp(reply: Uint8Array): boolean {
-  const [count] = firstRow(reply);
+  const [count] = textRows(reply)[0] ?? [];
   return count !== undefined && count !== "0";
-}
-
-/** The columns of the first DataRow in `reply`, as text (undefined for NULL). */
-function firstRow(reply: Uint8Array): (string | undefined)[] {
-  const cells: (string | undefined)[] = [];
-  eachBackendMessage(reply, (type, body) => {
-    if (type !== "D") return true;
-    const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-    for (let i = 0, at = 2; i < view.getInt16(0) && at + 4 <= body.length; i++) {
-      const length = view.getInt32(at);
-      cells.push(length < 0 ? undefined : new TextDecoder().decode(body.subarray(at + 4, at + 4 + length)));
-      at += 4 + Math.max(0, length);
-    }
-    return false;
-  });
-  return cells;
 }

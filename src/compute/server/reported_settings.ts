@@ -7,7 +7,7 @@
  *
  * @module
  */
-import { concatBytes, eachBackendMessage, parameterStatus } from "./wire.ts";
+import { concatBytes, parameterStatus, textRows } from "./wire.ts";
 
 /** What PostgreSQL 18 reports (`GUC_REPORT`), with the value a new session starts with on Tarn. */
 const STARTUP_VALUES: readonly [string, string][] = [
@@ -50,26 +50,13 @@ export class ReportedSettings {
   /** ParameterStatus for each setting whose value in the reply to {@linkcode REPORTED_SQL} the client has not seen. */
   changes(reply: Uint8Array): Uint8Array {
     const changed: Uint8Array[] = [];
-    eachBackendMessage(reply, (type, body) => {
-      if (type !== "D") return true;
-      const [name, value] = textColumns(body);
-      if (name !== undefined && value !== undefined && this.#told.has(name) && this.#told.get(name) !== value) {
-        this.#told.set(name, value);
-        changed.push(parameterStatus(name, value));
+    for (const [name, value] of textRows(reply)) {
+      if (name === undefined || value === undefined || !this.#told.has(name) || this.#told.get(name) === value) {
+        continue;
       }
-      return true;
-    });
+      this.#told.set(name, value);
+      changed.push(parameterStatus(name, value));
+    }
     return concatBytes(changed);
   }
-}
-
-function textColumns(body: Uint8Array): (string | undefined)[] {
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-  const columns: (string | undefined)[] = [];
-  for (let i = 0, at = 2; i < view.getInt16(0) && at + 4 <= body.length; i++) {
-    const length = view.getInt32(at);
-    columns.push(length < 0 ? undefined : new TextDecoder().decode(body.subarray(at + 4, at + 4 + length)));
-    at += 4 + Math.max(0, length);
-  }
-  return columns;
 }

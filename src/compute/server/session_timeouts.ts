@@ -6,7 +6,7 @@
  *
  * @module
  */
-import { backendMessage, concatBytes, eachBackendMessage } from "./wire.ts";
+import { backendMessage, concatBytes, eachBackendMessage, textRows } from "./wire.ts";
 
 /** A session's timeouts (ms; 0: none). */
 export type SessionTimeouts = { statement_ms: number; idle_in_transaction_ms: number };
@@ -44,19 +44,10 @@ export function startupTimeouts(settings: [string, string][]): Partial<SessionTi
 /** The timeouts in the reply to {@linkcode TIMEOUTS_SQL}. */
 export function timeoutsOf(reply: Uint8Array): Partial<SessionTimeouts> {
   const timeouts: Partial<SessionTimeouts> = {};
-  const decoder = new TextDecoder();
-  eachBackendMessage(reply, (type, body) => {
-    if (type !== "D") return true;
-    const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-    if (view.getInt16(0) !== 2) return true;
-    const name_length = view.getInt32(2);
-    const name = decoder.decode(body.subarray(6, 6 + name_length));
-    const value_length = view.getInt32(6 + name_length);
-    const value = decoder.decode(body.subarray(10 + name_length, 10 + name_length + value_length));
-    const key = NAMES[name];
-    if (key !== undefined && /^\d+$/.test(value)) timeouts[key] = Number(value);
-    return true;
-  });
+  for (const [name, value] of textRows(reply)) {
+    const key = name === undefined ? undefined : NAMES[name];
+    if (key !== undefined && value !== undefined && /^\d+$/.test(value)) timeouts[key] = Number(value);
+  }
   return timeouts;
 }
 

@@ -252,3 +252,21 @@ export function eachBackendMessage(bytes: Uint8Array, visit: (type: string, body
     at += 1 + length;
   }
 }
+
+/** The DataRows of a reply, each column as text (undefined for NULL): for the server's own small queries. */
+export function textRows(reply: Uint8Array): (string | undefined)[][] {
+  const rows: (string | undefined)[][] = [];
+  eachBackendMessage(reply, (type, body) => {
+    if (type !== "D") return true;
+    const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+    const columns: (string | undefined)[] = [];
+    for (let i = 0, at = 2; i < view.getInt16(0) && at + 4 <= body.length; i++) {
+      const length = view.getInt32(at);
+      columns.push(length < 0 ? undefined : decoder.decode(body.subarray(at + 4, at + 4 + length)));
+      at += 4 + Math.max(0, length);
+    }
+    rows.push(columns);
+    return true;
+  });
+  return rows;
+}

@@ -222,7 +222,8 @@ export class Compute {
   rewind(snapshot: ComputeSnapshot, restart_reason?: string): Promise<ComputeSnapshot> {
     return this.#session.run(async () => {
       this.#checkpointer?.stop();
-      const reason = restart_reason ?? (this.#engine.crashed !== undefined ? "the engine failed" : undefined) ??
+      // A failed engine was restarted before this runs (the session lock's prepare step).
+      const reason = restart_reason ??
         (this.#pg.isInTransaction() ? "a transaction is open" : this.#fs.wasm.checkRewindable(snapshot.wasm));
       const { pages, wal } = this.#storage;
       if (reason === undefined) {
@@ -235,7 +236,7 @@ export class Compute {
         return snapshot;
       }
       this.last_rewind_fallback = reason;
-      if (this.#engine.crashed === undefined) await this.#pg.close();
+      await this.#pg.close();
       pages.rewindTo(snapshot.page_mark);
       await wal.rewindTo(snapshot.wal_mark);
       await this.#boot();

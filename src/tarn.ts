@@ -23,6 +23,7 @@ import {
   writeTenantFile,
 } from "./tenant_file.ts";
 import { closeStorage, Timelines, walQuorum } from "./timelines.ts";
+import type { Logger } from "./logger.ts";
 
 /** Tuning knobs; the defaults suit tests and small databases. */
 export type TarnOptions = {
@@ -52,7 +53,7 @@ export type TarnOptions = {
   /** How long opening a branch waits for a majority of safekeepers (ms). Default 30 s. */
   election_timeout_ms?: number;
   /** Structured events (safekeeper connections, elections, commits waiting for a majority). Default: none. */
-  log?: (event: string, fields: Record<string, unknown>) => void;
+  log?: Logger;
 };
 
 /** A branch as {@linkcode Tarn.branches} lists it. */

@@ -16,6 +16,7 @@ import { WalLog } from "./replication/wal_log.ts";
 import type { BranchCatalog } from "./storage/branch_catalog.ts";
 import { PageStore } from "./storage/page_store.ts";
 import { newTimelineId } from "./tenant_file.ts";
+import type { Logger } from "./logger.ts";
 
 /** Where a timeline's ancestry comes from: the catalog for named branches, or given for ephemeral ones. */
 type Lineage = { parent_timeline_id?: string; branch_lsn: Lsn };
@@ -27,7 +28,7 @@ export type WalQuorum = {
   tenant_id: string;
   /** How long opening a timeline waits to be elected by a majority (ms). */
   election_timeout_ms: number;
-  log: (event: string, fields: Record<string, unknown>) => void;
+  log: Logger;
 };
 
 /**

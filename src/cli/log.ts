@@ -4,8 +4,10 @@
  * @module
  */
 
-/** Logs one event with its fields. */
-export type Logger = (event: string, fields: Record<string, unknown>) => void;
+import type { Logger } from "../logger.ts";
+
+// Kept until every importer (src/pageserver/ is being written) takes the type from src/logger.ts.
+export type { Logger };
 
 /** A logger writing to stdout, as JSON lines when `json`. */
 export function makeLogger(json: boolean): Logger {

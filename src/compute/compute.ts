@@ -17,6 +17,7 @@ import { type CopyInput, EngineGuard } from "./engine_guard.ts";
 import { parseControlFile } from "./pg_control.ts";
 import { TarnFS, type TarnFsState } from "./tarn_fs.ts";
 import type { WasmSnapshot } from "./wasm_snapshot.ts";
+import type { Logger } from "../logger.ts";
 
 /** A timeline's storage as a compute uses it. */
 export type TimelineStorage = { pages: PageStore; wal: TimelineWal };
@@ -38,7 +39,7 @@ export type ComputeOptions = {
   /** Extra PostgreSQL settings (`name=value`), after Tarn's own. */
   settings?: readonly string[];
   /** Structured log (an engine restart is logged). */
-  log?: (event: string, fields: Record<string, unknown>) => void;
+  log?: Logger;
 };
 
 /**

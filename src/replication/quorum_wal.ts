@@ -15,6 +15,7 @@ import { type Outgoing, Proposer, ProposerBackpressureError } from "./proposer.t
 import { type SafekeeperAddress, SafekeeperClient } from "./safekeeper_client.ts";
 import type { OwnWal } from "./wal_api.ts";
 import type { WalLog } from "./wal_log.ts";
+import type { Logger } from "../logger.ts";
 
 /** How often the proposer's retry timer runs (ms). */
 const TICK_MS = 50;
@@ -57,7 +58,7 @@ export type QuorumWalOptions = {
   timeline_start_lsn: Lsn;
   /** How long to wait for an election (ms). */
   election_timeout_ms: number;
-  log: (event: string, fields: Record<string, unknown>) => void;
+  log: Logger;
 };
 
 type Waiter = { target_lsn: Lsn; since_ms: number; resolve: (lsn: Lsn) => void; reject: (error: Error) => void };

@@ -8,6 +8,7 @@
 import { encodeMessage } from "./safekeeper/codec.ts";
 import { FrameReader } from "./safekeeper/frame_reader.ts";
 import type { ProposerMessage, SafekeeperMessage } from "./safekeeper/messages.ts";
+import type { Logger } from "../logger.ts";
 
 /** Where a safekeeper listens. */
 export type SafekeeperAddress = { hostname: string; port: number };
@@ -44,7 +45,7 @@ export type SafekeeperClientOptions = {
   /** Each message the safekeeper sends, in order (not the Hello's answer). */
   on_message: (msg: SafekeeperMessage) => void;
   /** Structured log line. */
-  log: (event: string, fields: Record<string, unknown>) => void;
+  log: Logger;
 };
 
 /** A self-healing connection to one safekeeper. */

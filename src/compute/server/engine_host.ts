@@ -20,6 +20,7 @@ import type { BackendFn, CopyStream, SharedBackend } from "./session.ts";
 import { LaneClient, makeLane } from "./engine_channel.ts";
 import { CopyFeedWriter, FEED_BYTES, makeCopyFeed } from "./copy_feed.ts";
 import { copyFail } from "../engine_guard.ts";
+import type { Logger } from "../../logger.ts";
 
 /** Requests in flight at once; each client connection has at most one, so this is far above need. */
 const MAX_PENDING = 10_000;
@@ -52,7 +53,7 @@ export class EngineHost {
   readonly #backends = new Map<number, Attachment>();
   /** Read-write computes this thread holds attachments to, by branch. */
   readonly #running = new Map<string, Attachment>();
-  readonly #log: (event: string, fields: Record<string, unknown>) => void;
+  readonly #log: Logger;
   #next_id = 1;
   #failure: Error | undefined;
   readonly #lane_memory = makeLane();
@@ -65,7 +66,7 @@ export class EngineHost {
   /** Resolves if the Worker dies (Postgres aborted, out of memory): every session fails from then on. */
   readonly crashed: Promise<EngineFailedError> = new Promise((resolve) => this.#crashed = resolve);
 
-  private constructor(log: (event: string, fields: Record<string, unknown>) => void) {
+  private constructor(log: Logger) {
     this.#log = log;
     this.#worker = new Worker(new URL("./engine_worker.ts", import.meta.url), { type: "module" });
     this.#worker.onmessage = (event: MessageEvent<EngineReply>) => this.#receive(event.data);
@@ -80,7 +81,7 @@ export class EngineHost {
   /** Starts the Worker and opens the data directory in it; rejects (and stops the Worker) when that fails. */
   static async open(
     options: EngineHostOptions,
-    log: (event: string, fields: Record<string, unknown>) => void = () => {},
+    log: Logger = () => {},
   ): Promise<EngineHost> {
     const host = new EngineHost(log);
     const open_options = { ...options, copy_feed: host.#copy_memory, copy_wait_ms: COPY_WAIT_MS };

@@ -12,6 +12,7 @@ import { ServerSession, type SharedBackend } from "./session.ts";
 import type { BackendState } from "./backend_handover.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { errorResponse, ProtocolError } from "./wire.ts";
+import type { Logger } from "../../logger.ts";
 
 const DEFAULT_IDLE_IN_TRANSACTION_MS = 60_000;
 
@@ -35,7 +36,7 @@ export type ServerOptions = {
   /** A session idle inside a transaction longer than this is rolled back and closed (ms). Default 60 s. */
   idle_in_transaction_ms?: number;
   /** Structured log: one event at a time. Default: nothing. */
-  log?: (event: string, fields: Record<string, unknown>) => void;
+  log?: Logger;
   /** Require this password (SCRAM-SHA-256) from every client; without it, clients are trusted. */
   password?: string;
   /** Serves `POST /admin` on the same port, from loopback clients only (`tarn branch` on a running server). */

@@ -6,7 +6,7 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { Logger } from "../../cli/log.ts";
+import type { Logger } from "../../logger.ts";
 import { encodeMessage, ProtocolFormatError } from "./codec.ts";
 import { FrameReader } from "./frame_reader.ts";
 import { httpResponse, isRequestHeadComplete, MAX_REQUEST_HEAD_BYTES, type ServerSnapshot } from "./http_status.ts";

@@ -4,7 +4,7 @@
  *
  * @module
  */
-import type { Logger } from "../../cli/log.ts";
+import type { Logger } from "../../logger.ts";
 import { SafekeeperConnection } from "./connection.ts";
 import type { ServerSnapshot } from "./http_status.ts";
 import { MAX_FRAME_BODY_BYTES } from "./messages.ts";

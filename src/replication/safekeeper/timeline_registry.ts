@@ -9,7 +9,7 @@
 import assert from "node:assert/strict";
 import { readCheckedJson, writeCheckedJson } from "../../checked_json.ts";
 import { DirLock } from "../../dir_lock.ts";
-import type { Logger } from "../../cli/log.ts";
+import type { Logger } from "../../logger.ts";
 import { formatLsn } from "../../lsn.ts";
 import { FileSafekeeperStorage } from "./file_storage.ts";
 import { type Hello, ID_PATTERN, isSegmentSize, type StatusResponse } from "./messages.ts";

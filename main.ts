@@ -6,8 +6,10 @@
  */
 import denoConfig from "./deno.json" with { type: "json" };
 import { branch, status } from "./src/cli/branch.ts";
+import { compute } from "./src/cli/compute.ts";
 import { demo } from "./src/cli/demo.ts";
 import { UsageError } from "./src/cli/flags.ts";
+import { pageserver } from "./src/cli/pageserver.ts";
 import { safekeeper } from "./src/cli/safekeeper.ts";
 import { start } from "./src/cli/start.ts";
 
@@ -18,10 +20,12 @@ Usage:
   tarn branch create|list|delete|reset|protect ...   manage branches of a data directory
   tarn status [--data DIR]             branches and disk use
   tarn safekeeper --data DIR --listen HOST:PORT --id N   keep WAL durable as one of a quorum
+  tarn pageserver --data DIR --listen HOST:PORT          serve pages, branches and history to computes
+  tarn compute --pageserver HOST:PORT --safekeepers LIST --tenant NAME [--port N]   a stateless compute
   tarn demo [--data DIR]               a short embedded session
   tarn --help | --version
 
-Every command takes --help. Roles still to come: pageserver, compute.`;
+Every command takes --help. The three roles of a separated deployment: safekeeper, pageserver, compute.`;
 
 /** Errors a user can meet (typed in src/errors.ts): their message is the whole story, no stack trace. */
 const USER_ERRORS = new Set([
@@ -43,7 +47,15 @@ const USER_ERRORS = new Set([
   "SafekeeperAddressError",
 ]);
 
-const COMMANDS: Record<string, (args: string[]) => Promise<void>> = { start, branch, status, demo, safekeeper };
+const COMMANDS: Record<string, (args: string[]) => Promise<void>> = {
+  start,
+  branch,
+  status,
+  demo,
+  safekeeper,
+  pageserver,
+  compute,
+};
 
 async function main(args: string[]): Promise<number> {
   const [command, ...rest] = args;

@@ -5,7 +5,6 @@
  * @module
  */
 import assert from "node:assert/strict";
-import type { TimelineStorage } from "./compute/compute.ts";
 import type { Lsn } from "./lsn.ts";
 import { QuorumWal } from "./replication/quorum_wal.ts";
 import { ConfigurationError } from "./errors.ts";
@@ -17,6 +16,9 @@ import type { BranchCatalog } from "./storage/branch_catalog.ts";
 import { PageStore } from "./storage/page_store.ts";
 import { newTimelineId } from "./tenant_file.ts";
 import type { Logger } from "./logger.ts";
+
+/** A timeline's storage held in this process: its page store and its WAL. */
+export type TimelineStorage = { pages: PageStore; wal: TimelineWal };
 
 /** Where a timeline's ancestry comes from: the catalog for named branches, or given for ephemeral ones. */
 type Lineage = { parent_timeline_id?: string; branch_lsn: Lsn };
@@ -56,6 +58,7 @@ export class Timelines {
   readonly #catalog: BranchCatalog;
   readonly #block_cache_bytes: number;
   readonly #open = new Map<string, Promise<TimelineStorage>>();
+  readonly #opened = new Map<string, TimelineStorage>();
   readonly #quorum: WalQuorum | undefined;
 
   /**
@@ -88,12 +91,19 @@ export class Timelines {
       assert(branch !== undefined, `timeline ${timeline_id} is in no branch`);
       const opening = this.#openWith(timeline_id, branch, this.#dir);
       // A failed open (safekeepers unreachable) is not remembered: the next use tries again.
-      opening.catch(() => {
+      opening.then((done) => {
+        if (this.#open.get(timeline_id) === opening) this.#opened.set(timeline_id, done);
+      }, () => {
         if (this.#open.get(timeline_id) === opening) this.#open.delete(timeline_id);
       });
       this.#open.set(timeline_id, storage = opening);
     }
     return storage;
+  }
+
+  /** The storage of a timeline if it is open already (metrics must not open one). */
+  opened(timeline_id: string): TimelineStorage | undefined {
+    return this.#opened.get(timeline_id);
   }
 
   /** A memory-only timeline branching off `parent_timeline_id` at `branch_lsn`: its writes are thrown away. */
@@ -158,6 +168,7 @@ export class Timelines {
     const storage = this.#open.get(timeline_id);
     if (storage === undefined) return;
     this.#open.delete(timeline_id);
+    this.#opened.delete(timeline_id);
     await closeStorage(await storage);
   }
 
@@ -174,7 +185,7 @@ export class Timelines {
 }
 
 /** Closes an ephemeral or catalogued timeline's stores. */
-export async function closeStorage(storage: TimelineStorage): Promise<void> {
+export async function closeStorage(storage: { pages: { close(): Promise<void> }; wal: TimelineWal }): Promise<void> {
   await storage.wal.own.close();
   await storage.pages.close();
 }

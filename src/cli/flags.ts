@@ -53,3 +53,23 @@ export function flagValue(flags: Record<string, string | true>, name: string, fa
   const value = flags[name];
   return typeof value === "string" ? value : fallback;
 }
+
+/** `HOST:PORT` or `[IPv6]:PORT`; undefined when malformed. */
+export function parseListen(text: string): { hostname: string; port: number } | undefined {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s]+)):(\d{1,5})$/.exec(text);
+  if (match === null || Number(match[3]) > 65535) return undefined;
+  return { hostname: match[1] ?? match[2], port: Number(match[3]) };
+}
+
+/** Resolves at the first SIGINT or SIGTERM. */
+export function untilSignal(): Promise<void> {
+  return new Promise<void>((resolve) => {
+    const stop = () => {
+      Deno.removeSignalListener("SIGINT", stop);
+      Deno.removeSignalListener("SIGTERM", stop);
+      resolve();
+    };
+    Deno.addSignalListener("SIGINT", stop);
+    Deno.addSignalListener("SIGTERM", stop);
+  });
+}

@@ -6,9 +6,6 @@
 
 import type { Logger } from "../logger.ts";
 
-// Kept until every importer (src/pageserver/ is being written) takes the type from src/logger.ts.
-export type { Logger };
-
 /** A logger writing to stdout, as JSON lines when `json`. */
 export function makeLogger(json: boolean): Logger {
   return (event, fields) => {

@@ -4,7 +4,7 @@
  * @module
  */
 import { SafekeeperServer } from "../replication/safekeeper/server.ts";
-import { flagValue, parseFlags, UsageError } from "./flags.ts";
+import { flagValue, parseFlags, parseListen, untilSignal, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
 
 /** Help text. */
@@ -42,23 +42,8 @@ export async function safekeeper(args: string[]): Promise<void> {
     throw new UsageError(`tarn safekeeper: --listen ${flags["--listen"]}: ${error.message}; pick another address`);
   });
   log("listening", { host: hostname, port: server.port, node_id, data: dir });
-  await new Promise<void>((resolve) => {
-    const stop = () => {
-      Deno.removeSignalListener("SIGINT", stop);
-      Deno.removeSignalListener("SIGTERM", stop);
-      resolve();
-    };
-    Deno.addSignalListener("SIGINT", stop);
-    Deno.addSignalListener("SIGTERM", stop);
-  });
+  await untilSignal();
   log("stopping", {});
   await server.close();
   log("stopped", {});
-}
-
-/** `HOST:PORT` or `[IPv6]:PORT`; undefined when malformed. */
-function parseListen(text: string): { hostname: string; port: number } | undefined {
-  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s]+)):(\d{1,5})$/.exec(text);
-  if (match === null || Number(match[3]) > 65535) return undefined;
-  return { hostname: match[1] ?? match[2], port: Number(match[3]) };
 }

@@ -5,7 +5,8 @@
  */
 import { type EngineFailedError, EngineHost } from "../compute/server/engine_host.ts";
 import type { AdminRequest } from "../compute/server/admin.ts";
-import { TarnServer } from "../compute/server/server.ts";
+import { type ServerOptions, TarnServer } from "../compute/server/server.ts";
+import type { Logger } from "../logger.ts";
 import { removeServerFile, writeServerFile } from "./admin_client.ts";
 import { flagValue, parseFlags, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
@@ -61,10 +62,23 @@ export async function start(args: string[]): Promise<void> {
     log,
   );
   const port = Number(flagValue(flags, "--port", "55432"));
+  await serveUntilSignal(engine, { hostname: host, port, log, password }, dir);
+}
+
+/**
+ * Serves the wire protocol on `engine` until SIGINT or SIGTERM (or the engine fails), then stops cleanly. With
+ * `dir`, a `server.json` there tells `tarn branch` where to reach the server.
+ */
+export async function serveUntilSignal(
+  engine: EngineHost,
+  options: Omit<ServerOptions, "admin"> & { hostname: string; log: Logger },
+  dir?: string,
+): Promise<void> {
+  const { log } = options;
   const admin = (request: AdminRequest) => engine.admin(request);
-  const server = TarnServer.start(engine, { hostname: host, port, log, password, admin });
-  await writeServerFile(dir, host, server.port);
-  log("listening", { host, port: server.port, data: dir });
+  const server = TarnServer.start(engine, { ...options, admin });
+  if (dir !== undefined) await writeServerFile(dir, options.hostname, server.port);
+  log("listening", { host: options.hostname, port: server.port, data: dir });
   let signals = 0;
   const crashed = await new Promise<EngineFailedError | undefined>((resolve) => {
     const stop = () => {
@@ -86,12 +100,13 @@ export async function start(args: string[]): Promise<void> {
     throw crashed;
   }
   log("stopping", {});
-  await removeServerFile(dir);
+  if (dir !== undefined) await removeServerFile(dir);
   await server.close();
   await engine.close();
 }
 
-async function readPassword(file: string | true | undefined): Promise<string | undefined> {
+/** The password in `file` (its first line), for SCRAM; undefined when no file is given. */
+export async function readPassword(file: string | true | undefined): Promise<string | undefined> {
   if (typeof file !== "string") return undefined;
   let text: string;
   try {

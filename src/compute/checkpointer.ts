@@ -9,12 +9,12 @@ import type { PGlite } from "@electric-sql/pglite";
 import type { SessionLock } from "../client.ts";
 import type { Lsn } from "../lsn.ts";
 import type { WalSink, WalSource } from "../replication/wal_api.ts";
-import type { PageStore } from "../storage/page_store.ts";
+import type { ComputePages } from "../storage/page_api.ts";
 
 /** What the checkpointer drives. */
 export type CheckpointerOptions = {
   pg: PGlite;
-  pages: PageStore;
+  pages: ComputePages;
   wal: WalSink & WalSource;
   /** Checkpoint once this much WAL was written since the last one. */
   checkpoint_wal_bytes: number;

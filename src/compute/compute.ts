@@ -10,7 +10,7 @@ import { SessionLock, type StatementHooks, TarnClient } from "../client.ts";
 import { CorruptDataError } from "../errors.ts";
 import { formatLsn, type Lsn, LSN_MAX, segmentFileName, segmentOf } from "../lsn.ts";
 import type { TimelineWal } from "../replication/timeline_wal.ts";
-import type { PageStore } from "../storage/page_store.ts";
+import type { ComputePages } from "../storage/page_api.ts";
 import { Checkpointer } from "./checkpointer.ts";
 import { startPostgres } from "./engine.ts";
 import { type CopyInput, EngineGuard } from "./engine_guard.ts";
@@ -20,7 +20,12 @@ import type { WasmSnapshot } from "./wasm_snapshot.ts";
 import type { Logger } from "../logger.ts";
 
 /** A timeline's storage as a compute uses it. */
-export type TimelineStorage = { pages: PageStore; wal: TimelineWal };
+export type TimelineStorage = {
+  pages: ComputePages;
+  wal: TimelineWal;
+  /** Whether the storage can no longer be used (its pageserver connection was lost): then it is reopened. */
+  failed?: () => boolean;
+};
 
 /** How a compute runs. */
 export type ComputeOptions = {
@@ -38,6 +43,11 @@ export type ComputeOptions = {
   read_only: boolean;
   /** Extra PostgreSQL settings (`name=value`), after Tarn's own. */
   settings?: readonly string[];
+  /**
+   * Opens the timeline's storage again after it failed (`TimelineStorage.failed`), before Postgres restarts on it;
+   * the failed storage is closed first. Without it, a compute restarts on the storage it has.
+   */
+  reopen_storage?: (failed: TimelineStorage) => Promise<TimelineStorage>;
   /** Structured log (an engine restart is logged). */
   log?: Logger;
 };
@@ -53,7 +63,7 @@ export type ComputeSnapshot = { wasm: WasmSnapshot; fs: TarnFsState; page_mark: 
 
 /** A running compute. */
 export class Compute {
-  readonly #storage: TimelineStorage;
+  #storage: TimelineStorage;
   readonly #options: ComputeOptions;
   readonly #session = new SessionLock(() => this.#reviveIfCrashed());
   #pg!: PGlite;
@@ -92,8 +102,7 @@ export class Compute {
       page_cache_pages: options.page_cache_pages,
       on_sync: async () => {
         if (options.read_only) return;
-        const flushed = await wal.flush();
-        if (pages.in_memory_bytes > options.page_store_memory_bytes) pages.flushSoon(flushed);
+        pages.walDurable(await wal.flush(), options.page_store_memory_bytes);
       },
     });
     const settings = [...options.read_only ? ["default_transaction_read_only=on"] : [], ...options.settings ?? []];
@@ -125,6 +134,8 @@ export class Compute {
     const started_ms = performance.now();
     this.#checkpointer?.stop();
     this.#checkpointer = undefined;
+    const reopen = this.#options.reopen_storage;
+    if (reopen !== undefined && this.#storage.failed?.()) this.#storage = await reopen(this.#storage);
     await this.#boot();
     this.restarts++;
     this.#options.log?.("engine_restarted", {
@@ -178,6 +189,11 @@ export class Compute {
         () => this.#checkpointer?.afterStatement(this.#session) ?? Promise.resolve(),
       )
     );
+  }
+
+  /** Declares the engine failed (its storage went away): Postgres restarts before the next session runs. */
+  failStorage(cause: unknown): void {
+    this.#engine.fail(cause);
   }
 
   /** Fault injection for tests: Postgres aborts in the middle of the next statement (see `EngineGuard.armFault`). */

@@ -154,6 +154,14 @@ export class EngineGuard {
     this.#fault_armed = true;
   }
 
+  /**
+   * Declares this instance unusable from outside (its storage went away): nothing more runs on it, and the
+   * compute restarts Postgres before the next session, as after a crash.
+   */
+  fail(cause: unknown): void {
+    this.#crashed ??= cause;
+  }
+
   /** Why Postgres died, if it did: then nothing may run on this instance. */
   get crashed(): unknown {
     return this.#crashed;

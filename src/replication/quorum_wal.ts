@@ -181,6 +181,11 @@ export class QuorumWal implements OwnWal {
     }
   }
 
+  /** This compute's term: the election it won (fences older computes at the pageserver too). */
+  get term(): bigint {
+    return this.#proposer.term;
+  }
+
   /** The first LSN still held locally. */
   get start_lsn(): Lsn {
     return this.#local.start_lsn;

@@ -64,8 +64,8 @@ export class FileEvents {
     for (const path of paths) this.#events.get(path)!.sort(compareOrder);
   }
 
-  /** Drops the events on `path` written at or after sequence number `mark` (a rewind). */
-  dropFrom(path: string, mark: number): void {
-    this.#events.set(path, this.#events.get(path)!.filter((r) => r.seq < mark));
+  /** Drops the events on `path` that `doomed` picks (a rewind, or versions a new owner did not recover). */
+  dropWhere(path: string, doomed: (record: EventRecord) => boolean): void {
+    this.#events.set(path, this.#events.get(path)!.filter((r) => !doomed(r)));
   }
 }

@@ -46,3 +46,24 @@ export interface PageSink {
   /** A versioned file or directory event at `lsn`. */
   putEvent(path: string, lsn: Lsn, event: FileEvent): void;
 }
+
+/** A timeline's page store as a compute drives it: the embedded `PageStore`, or a pageserver over the network. */
+export interface ComputePages extends PageSource, PageSink {
+  /** The timeline: 32 hex digits. */
+  readonly timeline_id: string;
+  /**
+   * The WAL up to `lsn` is durable: versions up to it may now be made durable too (the store decides when; an
+   * embedded one when it holds more than `memory_limit_bytes` in memory).
+   */
+  walDurable(lsn: Lsn, memory_limit_bytes: number): void;
+  /** Makes every version at or below `durable_lsn` durable, now. */
+  flush(durable_lsn: Lsn): Promise<void>;
+  /** Starts making versions at or below `durable_lsn` durable, without waiting. */
+  flushSoon(durable_lsn: Lsn): void;
+  /** A point to {@linkcode rewindTo} later (memory-only stores). */
+  mark(): number;
+  /** Drops every version written since `mark`. */
+  rewindTo(mark: number): void;
+  /** Releases what the store holds. */
+  close(): Promise<void>;
+}

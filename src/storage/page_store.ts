@@ -10,8 +10,8 @@ import assert from "node:assert";
 import { type Lsn, LSN_MAX } from "../lsn.ts";
 import {
   BLOCK_SIZE,
+  type ComputePages,
   type FileEvent,
-  type PageSink,
   type PageSource,
   type PageValue,
   type PathMeta,
@@ -87,7 +87,7 @@ function eventCost(path: string): number {
 }
 
 /** One timeline's page versions and file events, in memory and in delta layer files. */
-export class PageStore implements PageSource, PageSink {
+export class PageStore implements ComputePages {
   /** Problems survived while opening (a torn newest layer set aside, leftovers of an interrupted merge deleted). */
   readonly warnings: string[] = [];
   /** Versions not yet flushed; flushed ones are found through the layers' sorted indexes. */
@@ -333,6 +333,11 @@ export class PageStore implements PageSource, PageSink {
     });
   }
 
+  /** {@inheritDoc ComputePages.walDurable} */
+  walDurable(lsn: Lsn, memory_limit_bytes: number): void {
+    if (this.mem_bytes > memory_limit_bytes) this.flushSoon(lsn);
+  }
+
   /**
    * Starts a flush without waiting for it, unless one started this way is still running: commits need their WAL
    * durable, not their pages, so a layer write or merge never holds one up. A failure is thrown by the next
@@ -430,23 +435,40 @@ export class PageStore implements PageSource, PageSink {
   /** Drops every version and event written since `mark`: a fork's storage back to its snapshot. */
   rewindTo(mark: number): void {
     assert(this.layer_dir === undefined, "page store: only a memory-only store rewinds");
+    this.dropWhere((o) => o.seq >= mark);
+  }
+
+  /**
+   * Drops the in-memory versions and events tagged above `lsn`: they came from WAL that a new owner of the timeline
+   * did not recover (never committed). Returns how many went. Versions on disk are never above a committed LSN.
+   */
+  dropNewerThan(lsn: Lsn): number {
+    assert(lsn >= this.disk_lsn, `page store: versions up to ${this.disk_lsn} are durable; cannot drop above ${lsn}`);
+    return this.dropWhere((o) => o.lsn > lsn);
+  }
+
+  private dropWhere(doomed: (o: Ordered) => boolean): number {
+    let dropped = 0;
     for (const { path, blkno, version } of this.mem_pages) {
-      if (version.seq < mark) continue;
+      if (!doomed(version)) continue;
+      dropped++;
       this.mem_bytes -= pageCost(path, version.value!);
       const blocks = this.memory.get(path);
       const list = blocks?.get(blkno);
-      if (blocks === undefined || list === undefined) continue; // this key's newer versions went already
-      const left = list.filter((v) => v.seq < mark);
+      if (blocks === undefined || list === undefined) continue; // this key's doomed versions went already
+      const left = list.filter((v) => !doomed(v));
       if (left.length > 0) blocks.set(blkno, left);
       else blocks.delete(blkno);
     }
-    this.mem_pages = this.mem_pages.filter((p) => p.version.seq < mark);
+    this.mem_pages = this.mem_pages.filter((p) => !doomed(p.version));
     for (const { path, record } of this.mem_events) {
-      if (record.seq < mark) continue;
-      this.events.dropFrom(path, mark);
+      if (!doomed(record)) continue;
+      dropped++;
+      this.events.dropWhere(path, doomed);
       this.mem_bytes -= eventCost(path);
     }
-    this.mem_events = this.mem_events.filter((e) => e.record.seq < mark);
+    this.mem_events = this.mem_events.filter((e) => !doomed(e.record));
+    return dropped;
   }
 
   /** Waits for running flushes and closes the layer files. Versions not flushed are lost. */

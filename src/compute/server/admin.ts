@@ -5,7 +5,7 @@
  * @module
  */
 import type { BranchAt } from "../../replication/branch_point.ts";
-import type { BranchInfo, BranchStart } from "../../tarn.ts";
+import type { BranchInfo, BranchStart } from "../../branch_manager.ts";
 
 /** What administration needs from a database: `Tarn` has it. */
 export type BranchAdmin = {

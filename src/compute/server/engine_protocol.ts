@@ -28,6 +28,8 @@ export type EngineOpenOptions = {
   block_cache_bytes?: number;
   /** Safekeepers (`HOST:PORT`) for the WAL; none: local fsyncs. */
   safekeepers?: string[];
+  /** Serve a tenant of a pageserver (`tarn compute`) instead of a data directory. */
+  remote?: { pageserver: string; tenant: string };
   /** Where COPY data reaches a statement waiting for it (`copy_feed.ts`). */
   copy_feed: CopyFeedMemory;
   /** A COPY FROM STDIN waiting longer than this for the client's data fails (ms). */

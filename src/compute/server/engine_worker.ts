@@ -12,6 +12,7 @@ import { disablePostgresTimers } from "./postgres_timers.ts";
 import { type Lane, LANE_BYTES, LaneServer } from "./engine_channel.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { Tarn } from "../../tarn.ts";
+import { RemoteTenant } from "../remote/remote_tenant.ts";
 import { runAdmin } from "./admin.ts";
 import { copyFeedInput } from "./copy_feed.ts";
 import type { CopyInput } from "../engine_guard.ts";
@@ -42,7 +43,7 @@ type Held = {
   done: () => void;
 };
 
-let tarn: Tarn | undefined;
+let tarn: Tarn | RemoteTenant | undefined;
 let open_options: EngineOpenOptions | undefined;
 const computes = new Map<number, Entry>();
 const compute_ids = new WeakMap<Compute, number>();
@@ -93,7 +94,7 @@ function handle(request: Exclude<EngineRequest, { op: "attach_running" | "done" 
       return Promise.resolve();
     case "admin":
       if (tarn === undefined) throw new Error("the engine is not open");
-      return runAdmin(tarn, request.request);
+      return tarn instanceof Tarn ? runAdmin(tarn, request.request) : tarn.admin(request.request);
     case "close":
       return close();
   }
@@ -102,13 +103,28 @@ function handle(request: Exclude<EngineRequest, { op: "attach_running" | "done" 
 async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
   if (tarn !== undefined) throw new Error("the engine is open already");
   open_options = options;
-  tarn = await Tarn.open(options.dir, {
-    compute_idle_ms: options.compute_idle_ms,
-    page_cache_pages: options.page_cache_pages,
-    block_cache_bytes: options.block_cache_bytes,
-    safekeepers: options.safekeepers,
-    log: (event, fields) => self.postMessage({ log: event, fields } satisfies EngineReply),
-  });
+  const log = (event: string, fields: Record<string, unknown>) =>
+    self.postMessage({ log: event, fields } satisfies EngineReply);
+  tarn = options.remote === undefined
+    ? await Tarn.open(options.dir, {
+      compute_idle_ms: options.compute_idle_ms,
+      page_cache_pages: options.page_cache_pages,
+      block_cache_bytes: options.block_cache_bytes,
+      safekeepers: options.safekeepers,
+      log,
+    })
+    : await RemoteTenant.open({
+      pageserver: options.remote.pageserver,
+      tenant: options.remote.tenant,
+      safekeepers: options.safekeepers ?? [],
+      compute: {
+        page_cache_pages: options.page_cache_pages,
+        checkpoint_wal_bytes: 16 * 1024 * 1024,
+        checkpoint_idle_ms: 1000,
+        page_store_memory_bytes: 0,
+      },
+      log,
+    });
   lane_server = new LaneServer(lane, () => self.postMessage({ lane_wake: true } satisfies EngineReply));
   lane_server.serve(execFromLane, (posted) => in_progress === 0 && received === posted);
 }

@@ -39,16 +39,18 @@ export type ServerOptions = {
   log?: Logger;
   /** Require this password (SCRAM-SHA-256) from every client; without it, clients are trusted. */
   password?: string;
+  /** The branch of the `postgres` database (and of `template1`). Default `main`. */
+  default_branch?: string;
   /** Serves `POST /admin` on the same port, from loopback clients only (`tarn branch` on a running server). */
   admin?: (request: AdminRequest) => Promise<unknown>;
 };
 
 /** The branch a startup packet asks for. */
-export function branchOf(params: Record<string, string>): string {
+export function branchOf(params: Record<string, string>, default_branch = "main"): string {
   const option = /(?:^|\s)--branch=(\S+)/.exec(params.options ?? "");
   if (option !== null) return option[1];
   const database = params.database ?? params.user ?? "postgres";
-  return database === "postgres" || database === "template1" || database === "" ? "main" : database;
+  return database === "postgres" || database === "template1" || database === "" ? default_branch : database;
 }
 
 /**
@@ -102,7 +104,8 @@ export class TarnServer {
   async #accept(source: ComputeSource, options: ServerOptions): Promise<void> {
     const log = options.log ?? (() => {});
     const context = {
-      attach: (params: Record<string, string>) => source.attachCompute(branchOf(params), atOf(params)),
+      attach: (params: Record<string, string>) =>
+        source.attachCompute(branchOf(params, options.default_branch), atOf(params)),
       backends: new WeakMap<SharedBackend, BackendState>(),
       cancel: (pid: number, secret: number) => {
         const session = this.#by_id.get(pid);

@@ -1,0 +1,45 @@
+/**
+ * `tarn pageserver`: the page store as a network service for many tenants, serving its protocol and its HTTP
+ * management API on one TCP port.
+ *
+ * @module
+ */
+import { PageserverServer } from "../pageserver/server.ts";
+import { flagValue, parseFlags, parseListen, untilSignal, UsageError } from "./flags.ts";
+import { makeLogger } from "./log.ts";
+
+/** Help text. */
+export const PAGESERVER_HELP = `tarn pageserver: serve pages, branches and history to computes, for many tenants
+
+  --data DIR          data directory (required; created if missing): tenants/<name>/timelines/<timeline>/
+  --listen HOST:PORT  address for the pageserver protocol and HTTP (required; port 0 picks a free one)
+  --log-format F      text (default) or json: one JSON object a line
+
+The same port answers HTTP: GET /status, GET /metrics (Prometheus), and the management API under /v1/tenants
+(tenants and their branches; see docs/pageserver_protocol.md). There is no authentication yet: listen beyond
+loopback only on a network you trust. Stops cleanly on SIGINT or SIGTERM.`;
+
+/** Serves until SIGINT or SIGTERM, then persists what is committed and stops. */
+export async function pageserver(args: string[]): Promise<void> {
+  if (args.includes("--help")) return console.log(PAGESERVER_HELP);
+  const { flags } = parseFlags("pageserver", args, {
+    "--data": (v) => v.length > 0,
+    "--listen": (v) => parseListen(v) !== undefined,
+    "--log-format": (v) => v === "text" || v === "json",
+  });
+  for (const name of ["--data", "--listen"]) {
+    if (flags[name] === undefined) throw new UsageError(`tarn pageserver: ${name} is required; see --help`);
+  }
+  const { hostname, port } = parseListen(flagValue(flags, "--listen", ""))!;
+  const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
+  const dir = flagValue(flags, "--data", "");
+  const server = await PageserverServer.start({ dir, hostname, port, log }).catch((error) => {
+    if (!(error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.AddrNotAvailable)) throw error;
+    throw new UsageError(`tarn pageserver: --listen ${flags["--listen"]}: ${error.message}; pick another address`);
+  });
+  log("listening", { host: hostname, port: server.port, data: dir });
+  await untilSignal();
+  log("stopping", {});
+  await server.close();
+  log("stopped", {});
+}

@@ -1,0 +1,182 @@
+/**
+ * A compute's channel to the pageserver, on the engine's thread: asynchronous requests and one-way sends go through
+ * the page I/O Worker by postMessage; {@linkcode PageChannel.requestSync} blocks the thread (Postgres's file reads
+ * are synchronous) until the Worker puts the reply in shared memory. Everything leaves in the order it was issued,
+ * so a read sent after a write sees it.
+ *
+ * @module
+ */
+import { decodeMessage, encodeMessage, type Reply, type Request, type RequestBody } from "../../pageserver/messages.ts";
+import {
+  CONTROL,
+  type IoCommand,
+  type IoEvent,
+  REPLY_AREA_BYTES,
+  REQUEST_AREA_BYTES,
+  SYNC_BIT,
+} from "./page_channel_layout.ts";
+
+/** How long a synchronous request waits for its reply before the compute gives up on the pageserver (ms). */
+const SYNC_TIMEOUT_MS = 60_000;
+/** The most asynchronous requests waiting for replies. */
+const MAX_PENDING = 4096;
+
+/** The pageserver cannot be reached, or the connection to it was lost. */
+export class PageserverUnavailableError extends Error {
+  /** @param reason what happened */
+  constructor(reason: string) {
+    super(`${reason}; the compute restarts from storage once the pageserver is back`);
+    this.name = "PageserverUnavailableError";
+  }
+}
+
+/** A request the pageserver refused (its error reply). */
+export class PageserverRequestError extends Error {
+  /** The protocol's error code. */
+  readonly code: string;
+  /**
+   * @param code the error code
+   * @param message the pageserver's message
+   */
+  constructor(code: string, message: string) {
+    super(message);
+    this.name = code === "fenced" ? "ComputeFencedError" : "PageserverRequestError";
+    this.code = code;
+  }
+}
+
+type Waiter = { resolve: (reply: Reply) => void; reject: (error: Error) => void };
+
+/** One connection to a pageserver, as the engine's thread uses it. */
+export class PageChannel {
+  readonly #worker: Worker;
+  readonly #control = new Int32Array(new SharedArrayBuffer(4 * CONTROL.WORDS));
+  readonly #request_area = new Uint8Array(new SharedArrayBuffer(REQUEST_AREA_BYTES));
+  readonly #reply_area = new Uint8Array(new SharedArrayBuffer(REPLY_AREA_BYTES));
+  readonly #waiters = new Map<number, Waiter>();
+  #next_id = 1;
+  #connected: Promise<void>;
+  /** Why the channel stopped working (a lost connection, a refused one-way send); every use throws it. */
+  failure: Error | undefined;
+  /** Called once when the channel fails. */
+  on_failure: (error: Error) => void = () => {};
+
+  /** Connects to the pageserver at `hostname:port`. */
+  static async open(hostname: string, port: number): Promise<PageChannel> {
+    const channel = new PageChannel(hostname, port);
+    try {
+      await channel.#connected;
+    } catch (error) {
+      channel.close();
+      throw error;
+    }
+    return channel;
+  }
+
+  private constructor(hostname: string, port: number) {
+    this.#worker = new Worker(new URL("./page_io_worker.ts", import.meta.url), { type: "module" });
+    this.#command({
+      op: "init",
+      control: this.#control.buffer as SharedArrayBuffer,
+      request: this.#request_area.buffer as SharedArrayBuffer,
+      reply: this.#reply_area.buffer as SharedArrayBuffer,
+    });
+    this.#connected = new Promise((resolve, reject) => {
+      this.#worker.onmessage = (event: MessageEvent<IoEvent>) => {
+        const e = event.data;
+        if (e.op === "connected") resolve();
+        else if (e.op === "disconnected") {
+          const error = new PageserverUnavailableError(e.reason);
+          reject(error);
+          this.#fail(error);
+        } else this.#reply(e.type, e.body);
+      };
+    });
+    this.#command({ op: "connect", hostname, port });
+  }
+
+  /** Sends `request` and resolves with its reply; an error reply rejects with {@linkcode PageserverRequestError}. */
+  request(request: RequestBody): Promise<Reply> {
+    if (this.failure !== undefined) return Promise.reject(this.failure);
+    if (this.#waiters.size >= MAX_PENDING) {
+      return Promise.reject(new PageserverUnavailableError(`${MAX_PENDING} requests wait for the pageserver`));
+    }
+    const id = this.#id();
+    return new Promise((resolve, reject) => {
+      this.#waiters.set(id, { resolve, reject });
+      this.#command({ op: "send", bytes: encodeMessage({ ...request, id } as Request) });
+    });
+  }
+
+  /** Sends a request that is answered only when it fails (a put, a WAL piece): the failure poisons the channel. */
+  send(request: RequestBody): void {
+    if (this.failure !== undefined) throw this.failure;
+    const id = this.#id();
+    this.#command({ op: "send", bytes: encodeMessage({ ...request, id } as Request) });
+  }
+
+  /** Sends `request` and blocks this thread until its reply is in. */
+  requestSync(request: RequestBody): Reply {
+    if (this.failure !== undefined) throw this.failure;
+    const id = (this.#id() | SYNC_BIT) >>> 0;
+    const frame = encodeMessage({ ...request, id } as Request);
+    if (frame.length > this.#request_area.length) throw new RangeError(`a request of ${frame.length} bytes`);
+    this.#request_area.set(frame);
+    Atomics.store(this.#control, CONTROL.REQUEST_LENGTH, frame.length);
+    const seq = Atomics.load(this.#control, CONTROL.REPLY_SEQ);
+    this.#command({ op: "sync" });
+    if (Atomics.wait(this.#control, CONTROL.REPLY_SEQ, seq, SYNC_TIMEOUT_MS) === "timed-out") {
+      const error = new PageserverUnavailableError(`the pageserver did not answer within ${SYNC_TIMEOUT_MS} ms`);
+      this.#fail(error);
+      throw error;
+    }
+    const length = Atomics.load(this.#control, CONTROL.REPLY_LENGTH);
+    if (length < 0) throw this.failure ?? new PageserverUnavailableError("the connection to the pageserver was lost");
+    const reply = decodeMessage({ type: this.#reply_area[0], body: this.#reply_area.slice(1, length) }) as Reply;
+    if (reply.type === "error") throw new PageserverRequestError(reply.code, reply.message);
+    return reply;
+  }
+
+  /** Closes the connection and the Worker. */
+  close(): void {
+    this.#fail(new PageserverUnavailableError("the channel to the pageserver is closed"));
+    this.#command({ op: "close" });
+    this.#worker.terminate();
+  }
+
+  #id(): number {
+    const id = this.#next_id;
+    this.#next_id = this.#next_id >= 0x7fff_ffff ? 1 : this.#next_id + 1;
+    return id;
+  }
+
+  #reply(type: number, body: Uint8Array): void {
+    let reply: Reply;
+    try {
+      reply = decodeMessage({ type, body }) as Reply;
+    } catch (error) {
+      return this.#fail(error as Error);
+    }
+    const waiter = this.#waiters.get(reply.id);
+    if (waiter === undefined) {
+      // No one waits for it: the failure of a one-way send (or of the stream itself, id 0).
+      if (reply.type === "error") this.#fail(new PageserverRequestError(reply.code, reply.message));
+      return;
+    }
+    this.#waiters.delete(reply.id);
+    if (reply.type === "error") waiter.reject(new PageserverRequestError(reply.code, reply.message));
+    else waiter.resolve(reply);
+  }
+
+  #fail(error: Error): void {
+    if (this.failure !== undefined) return;
+    this.failure = error;
+    for (const waiter of this.#waiters.values()) waiter.reject(error);
+    this.#waiters.clear();
+    this.on_failure(error);
+  }
+
+  #command(command: IoCommand): void {
+    this.#worker.postMessage(command);
+  }
+}

@@ -1,0 +1,229 @@
+/**
+ * A timeline's pages on a pageserver, as a compute's file system reads and writes them. Writes are batched and sent
+ * one way, in order, ahead of any later read, so the pageserver always has what this compute wrote before it reads
+ * it back; each read still says how new a version it needs (`not_modified_since`, from a bounded last-written-LSN
+ * cache with a per-file fallback, as Neon's), and the pageserver refuses rather than answer with an older one.
+ * A sequential read fetches the blocks after it in one request (read-ahead). This compute is the only writer of
+ * its timeline (it holds the term), so file metadata it learnt stays true and is cached; its own events update it.
+ *
+ * @module
+ */
+import assert from "node:assert/strict";
+import type { Lsn } from "../../lsn.ts";
+import { LSN_MAX } from "../../lsn.ts";
+import type { WalSource } from "../../replication/wal_api.ts";
+import { MAX_PAGES_PER_REQUEST, type PageKey, type PutRecord } from "../../pageserver/messages.ts";
+import type { ComputePages, FileEvent, PageValue, PathMeta } from "../../storage/page_api.ts";
+import { BLOCK_SIZE } from "../../storage/page_api.ts";
+import type { PageChannel } from "./page_channel.ts";
+
+/** Put records are sent once this many bytes wait. */
+const SEND_BATCH_BYTES = 256 * 1024;
+/** Pages in the last-written-LSN cache; older entries fold into their file's entry. */
+const LAST_WRITTEN_PAGES = 64 * 1024;
+/** The most pages a read-ahead asks for at once. */
+const READ_AHEAD_PAGES = 32;
+/** The most read-ahead pages held, not yet read. */
+const PREFETCHED_PAGES = 1024;
+/** WAL sent to the pageserver in pieces of at most this many bytes. */
+const WAL_PIECE_BYTES = 1024 * 1024;
+
+/** Counters for `/metrics`. */
+export type RemotePageStats = { requests: number; pages: number; prefetched_hits: number; request_ms: number };
+
+/** A timeline's pages, read from and written to a pageserver. */
+export class RemotePages implements ComputePages {
+  readonly timeline_id: string;
+  readonly #channel: PageChannel;
+  #term = 0n;
+  #wal: WalSource | undefined;
+  #records: PutRecord[] = [];
+  #record_bytes = 0;
+  readonly #last_written = new Map<string, Lsn>();
+  readonly #file_written = new Map<string, Lsn>();
+  readonly #prefetched = new Map<string, Uint8Array | "zero">();
+  readonly #last_read = new Map<string, number>();
+  readonly #meta = new Map<string, PathMeta | null>();
+  readonly #dirs = new Map<string, string[]>();
+  #shipped_lsn: Lsn;
+  /** Requests, pages and time spent waiting for the pageserver. */
+  readonly stats: RemotePageStats = { requests: 0, pages: 0, prefetched_hits: 0, request_ms: 0 };
+
+  /**
+   * @param channel the connection to the pageserver
+   * @param timeline_id the timeline
+   * @param shipped_lsn the end of the WAL the pageserver already holds
+   */
+  constructor(channel: PageChannel, timeline_id: string, shipped_lsn: Lsn) {
+    this.#channel = channel;
+    this.timeline_id = timeline_id;
+    this.#shipped_lsn = shipped_lsn;
+  }
+
+  /**
+   * Makes this compute the timeline's writer: `term` is what its election gave it, `wal` where committed WAL is
+   * read to send it on. Reads work before; writes only after.
+   */
+  own(term: bigint, wal: WalSource): void {
+    this.#term = term;
+    this.#wal = wal;
+  }
+
+  getPage(path: string, blkno: number, lsn: Lsn): Uint8Array | undefined {
+    assert(lsn === LSN_MAX, "a compute reads the newest version of its own timeline");
+    const key = `${path}#${blkno}`;
+    const ready = this.#prefetched.get(key);
+    const sequential = this.#last_read.get(path) === blkno - 1;
+    this.#last_read.set(path, blkno);
+    if (ready !== undefined) {
+      this.#prefetched.delete(key);
+      this.stats.prefetched_hits++;
+      return ready === "zero" ? new Uint8Array(BLOCK_SIZE) : ready;
+    }
+    const meta = this.stat(path, lsn);
+    if (meta?.kind !== "file") return undefined;
+    const last_block = Math.ceil(meta.size_bytes / BLOCK_SIZE) - 1;
+    const count = sequential ? Math.max(1, Math.min(READ_AHEAD_PAGES, last_block - blkno + 1)) : 1;
+    const keys: PageKey[] = [];
+    for (let b = blkno; b < blkno + count; b++) {
+      keys.push({ path, blkno: b, not_modified_since: this.#lastWritten(path, b) });
+    }
+    const pages = this.#getPages(keys);
+    if (this.#prefetched.size + count > PREFETCHED_PAGES) this.#prefetched.clear();
+    for (let i = 1; i < count; i++) {
+      const page = pages[i];
+      if (page !== "absent") this.#prefetched.set(`${path}#${blkno + i}`, page);
+    }
+    const first = pages[0];
+    return first === "absent" ? undefined : first === "zero" ? new Uint8Array(BLOCK_SIZE) : first;
+  }
+
+  #getPages(keys: PageKey[]): (Uint8Array | "zero" | "absent")[] {
+    assert(keys.length <= MAX_PAGES_PER_REQUEST);
+    this.#sendRecords();
+    const started_ms = performance.now();
+    const reply = this.#channel.requestSync({ type: "get_pages", timeline_id: this.timeline_id, lsn: LSN_MAX, keys });
+    assert(reply.type === "pages" && reply.pages.length === keys.length, `get_pages answered with ${reply.type}`);
+    this.stats.requests++;
+    this.stats.pages += keys.length;
+    this.stats.request_ms += performance.now() - started_ms;
+    return reply.pages;
+  }
+
+  stat(path: string, lsn: Lsn): PathMeta | undefined {
+    assert(lsn === LSN_MAX, "a compute reads the newest version of its own timeline");
+    const known = this.#meta.get(path);
+    if (known !== undefined) return known ?? undefined;
+    this.#sendRecords();
+    const reply = this.#channel.requestSync({ type: "stat", timeline_id: this.timeline_id, lsn, path });
+    assert(reply.type === "stat_ok", `stat answered with ${reply.type}`);
+    this.#meta.set(path, reply.meta ?? null);
+    return reply.meta;
+  }
+
+  readdir(path: string, lsn: Lsn): string[] {
+    assert(lsn === LSN_MAX, "a compute reads the newest version of its own timeline");
+    const known = this.#dirs.get(path);
+    if (known !== undefined) return [...known];
+    this.#sendRecords();
+    const reply = this.#channel.requestSync({ type: "readdir", timeline_id: this.timeline_id, lsn, path });
+    assert(reply.type === "readdir_ok", `readdir answered with ${reply.type}`);
+    this.#dirs.set(path, reply.names);
+    return [...reply.names];
+  }
+
+  putPage(path: string, blkno: number, lsn: Lsn, value: PageValue): void {
+    const copy: PageValue = value.kind === "image"
+      ? { kind: "image", bytes: value.bytes.slice() }
+      : { kind: "delta", ranges: value.ranges.map((r) => ({ offset: r.offset, bytes: r.bytes.slice() })) };
+    this.#records.push({ kind: "page", path, blkno, lsn, value: copy });
+    this.#record_bytes += copy.kind === "image" ? BLOCK_SIZE : copy.ranges.reduce((n, r) => n + r.bytes.length + 4, 0);
+    this.#prefetched.delete(`${path}#${blkno}`);
+    this.#noteWritten(`${path}#${blkno}`, lsn);
+    if (this.#record_bytes >= SEND_BATCH_BYTES) this.#sendRecords();
+  }
+
+  putEvent(path: string, lsn: Lsn, event: FileEvent): void {
+    this.#records.push({ kind: "event", path, lsn, event: { ...event } });
+    this.#record_bytes += path.length + 32;
+    this.#applyEvent(path, event);
+    this.#file_written.set(path, lsn);
+    for (const key of [...this.#prefetched.keys()]) if (key.startsWith(path + "#")) this.#prefetched.delete(key);
+  }
+
+  #applyEvent(path: string, event: FileEvent): void {
+    const slash = path.lastIndexOf("/");
+    const parent = slash < 0 ? "" : path.slice(0, slash);
+    if (event.kind === "create") this.#meta.set(path, { kind: "file", size_bytes: 0 });
+    else if (event.kind === "resize") this.#meta.set(path, { kind: "file", size_bytes: event.size_bytes });
+    else if (event.kind === "mkdir") this.#meta.set(path, { kind: "dir" });
+    else this.#meta.set(path, null);
+    if (event.kind !== "resize") this.#dirs.delete(parent);
+  }
+
+  #noteWritten(key: string, lsn: Lsn): void {
+    this.#last_written.delete(key);
+    this.#last_written.set(key, lsn);
+    if (this.#last_written.size > LAST_WRITTEN_PAGES) {
+      const [oldest_key, oldest_lsn] = this.#last_written.entries().next().value!;
+      this.#last_written.delete(oldest_key);
+      const file = oldest_key.slice(0, oldest_key.lastIndexOf("#"));
+      if ((this.#file_written.get(file) ?? 0n) < oldest_lsn) this.#file_written.set(file, oldest_lsn);
+    }
+  }
+
+  /** The LSN of the newest version this compute wrote of the page (or, forgotten, of any page of its file). */
+  #lastWritten(path: string, blkno: number): Lsn {
+    return this.#last_written.get(`${path}#${blkno}`) ?? this.#file_written.get(path) ?? 0n;
+  }
+
+  #sendRecords(): void {
+    if (this.#records.length === 0) return;
+    const records = this.#records;
+    this.#records = [];
+    this.#record_bytes = 0;
+    this.#channel.send({ type: "put", timeline_id: this.timeline_id, term: this.#term, records });
+  }
+
+  /** Sends the writes made so far and the WAL committed up to `lsn`, which the pageserver may now persist up to. */
+  walDurable(lsn: Lsn, _memory_limit_bytes: number): void {
+    this.#sendRecords();
+    const wal = this.#wal;
+    assert(wal !== undefined, "a compute writes only after it owns the timeline");
+    while (this.#shipped_lsn < lsn) {
+      const end = lsn - this.#shipped_lsn > BigInt(WAL_PIECE_BYTES) ? this.#shipped_lsn + BigInt(WAL_PIECE_BYTES) : lsn;
+      this.#channel.send({
+        type: "wal",
+        timeline_id: this.timeline_id,
+        term: this.#term,
+        lsn_start: this.#shipped_lsn,
+        commit_lsn: end,
+        bytes: wal.read(this.#shipped_lsn, end),
+      });
+      this.#shipped_lsn = end;
+    }
+  }
+
+  async flush(durable_lsn: Lsn): Promise<void> {
+    this.walDurable(durable_lsn, 0);
+    await this.#channel.request({ type: "persist", timeline_id: this.timeline_id, term: this.#term });
+  }
+
+  flushSoon(durable_lsn: Lsn): void {
+    this.walDurable(durable_lsn, 0);
+    this.#channel.request({ type: "persist", timeline_id: this.timeline_id, term: this.#term }).catch(() => {});
+  }
+
+  mark(): number {
+    throw new Error("a compute on a pageserver does not take snapshots for rewinds");
+  }
+
+  rewindTo(_mark: number): void {
+    throw new Error("a compute on a pageserver does not rewind");
+  }
+
+  close(): Promise<void> {
+    if (this.#channel.failure === undefined) this.#sendRecords();
+    return Promise.resolve();
+  }
+}

@@ -1,0 +1,198 @@
+/**
+ * The computes of one tenant on a pageserver, for `tarn compute`: a branch's compute starts on first use (its
+ * timeline opened with `remote_timeline.ts`) and keeps running. One connection to the pageserver serves them all;
+ * when it is lost, every compute is declared failed (its sessions end) and, at its next use, reconnects, is elected
+ * again by the safekeepers and restarts Postgres from what the pageserver holds and the WAL. Nothing acknowledged
+ * is lost: the WAL of every acknowledged commit is on a majority of safekeepers.
+ *
+ * @module
+ */
+import type { AdminRequest, BranchRow } from "../server/admin.ts";
+import { Compute, type ComputeOptions, type TimelineStorage } from "../compute.ts";
+import { ConfigurationError } from "../../errors.ts";
+import type { Logger } from "../../logger.ts";
+import type { BranchAt } from "../../replication/branch_point.ts";
+import { parseSafekeeperAddress, type SafekeeperAddress } from "../../replication/safekeeper_client.ts";
+import { closeStorage } from "../../timelines.ts";
+import { PageChannel } from "./page_channel.ts";
+import { openRemoteTimeline, type RemoteTimeline } from "./remote_timeline.ts";
+
+/** Reconnecting to a lost pageserver tries this often (ms), for at most {@linkcode RECONNECT_LIMIT_MS}. */
+const RECONNECT_EVERY_MS = 250;
+const RECONNECT_LIMIT_MS = 120_000;
+
+/** Options of {@linkcode RemoteTenant.open}. */
+export type RemoteTenantOptions = {
+  /** The pageserver, `HOST:PORT`. */
+  pageserver: string;
+  /** The tenant's name on the pageserver (created when missing). */
+  tenant: string;
+  /** Safekeepers, `HOST:PORT` each: the WAL's durability. */
+  safekeepers: string[];
+  /** How a compute runs (page cache, checkpoints). */
+  compute: Omit<ComputeOptions, "segment_size" | "read_only" | "reopen_storage" | "log">;
+  election_timeout_ms?: number;
+  log: Logger;
+};
+
+/** A tenant's computes over a pageserver. */
+export class RemoteTenant {
+  readonly #options: RemoteTenantOptions;
+  readonly #address: { hostname: string; port: number };
+  readonly #safekeepers: SafekeeperAddress[];
+  #channel: PageChannel;
+  #tenant_id = "";
+  #segment_size = 0;
+  readonly #computes = new Map<string, Promise<Compute>>();
+  readonly #storages = new Set<RemoteTimeline>();
+  #reconnecting: Promise<PageChannel> | undefined;
+
+  private constructor(options: RemoteTenantOptions, channel: PageChannel) {
+    this.#options = options;
+    this.#address = parsePageserver(options.pageserver);
+    this.#safekeepers = options.safekeepers.map(parseSafekeeperAddress);
+    this.#channel = channel;
+  }
+
+  /** Connects to the pageserver and says hello (creating the tenant there when it is new). */
+  static async open(options: RemoteTenantOptions): Promise<RemoteTenant> {
+    if (options.safekeepers.length === 0) {
+      throw new ConfigurationError("a compute on a pageserver needs --safekeepers: they make its WAL durable");
+    }
+    const { hostname, port } = parsePageserver(options.pageserver);
+    const tenant = new RemoteTenant(options, await PageChannel.open(hostname, port));
+    await tenant.#hello(tenant.#channel);
+    return tenant;
+  }
+
+  async #hello(channel: PageChannel): Promise<void> {
+    const reply = await channel.request({ type: "hello", tenant: this.#options.tenant, create: true });
+    if (reply.type !== "hello_ok") throw new Error(`hello answered with ${reply.type}`);
+    this.#tenant_id = reply.tenant_id;
+    this.#segment_size = reply.segment_size;
+    channel.on_failure = (error) => this.#lost(error);
+  }
+
+  /** The connection was lost: every compute fails now, and reopens its storage at its next use. */
+  #lost(error: Error): void {
+    this.#options.log("pageserver_lost", { error: error.message });
+    for (const compute of this.#computes.values()) compute.then((c) => c.failStorage(error), () => {});
+  }
+
+  /** A branch's compute, started on first use; releasing does nothing (computes keep running). */
+  async attachCompute(branch: string, at?: BranchAt): Promise<{ compute: Compute; release: () => Promise<void> }> {
+    if (at !== undefined) {
+      throw new ConfigurationError("a compute on a pageserver serves branch heads; make a branch at that point");
+    }
+    let compute = this.#computes.get(branch);
+    if (compute === undefined) {
+      compute = this.#start(branch);
+      this.#computes.set(branch, compute);
+      compute.catch(() => this.#computes.delete(branch));
+    }
+    return { compute: await compute, release: () => Promise.resolve() };
+  }
+
+  async #start(branch: string): Promise<Compute> {
+    const storage = await this.#openTimeline(branch);
+    return await Compute.start(storage, {
+      ...this.#options.compute,
+      segment_size: this.#segment_size,
+      read_only: false,
+      log: this.#options.log,
+      reopen_storage: async (failed) => {
+        await this.#closeTimeline(failed);
+        return await this.#openTimeline(branch);
+      },
+    });
+  }
+
+  async #openTimeline(branch: string): Promise<RemoteTimeline> {
+    const channel = this.#channel.failure === undefined ? this.#channel : await this.#reconnect();
+    const storage = await openRemoteTimeline({
+      channel,
+      branch,
+      tenant_id: this.#tenant_id,
+      segment_size: this.#segment_size,
+      safekeepers: this.#safekeepers,
+      election_timeout_ms: this.#options.election_timeout_ms ?? 30_000,
+      log: this.#options.log,
+    });
+    this.#storages.add(storage);
+    return storage;
+  }
+
+  async #closeTimeline(storage: TimelineStorage): Promise<void> {
+    this.#storages.delete(storage as RemoteTimeline);
+    await closeStorage(storage).catch(() => {});
+  }
+
+  #reconnect(): Promise<PageChannel> {
+    this.#reconnecting ??= (async () => {
+      const deadline_ms = performance.now() + RECONNECT_LIMIT_MS;
+      for (;;) {
+        try {
+          const channel = await PageChannel.open(this.#address.hostname, this.#address.port);
+          await this.#hello(channel);
+          this.#channel.close();
+          this.#channel = channel;
+          this.#options.log("pageserver_reconnected", { pageserver: this.#options.pageserver });
+          return channel;
+        } catch (error) {
+          if (performance.now() > deadline_ms) throw error;
+          await new Promise((resolve) => setTimeout(resolve, RECONNECT_EVERY_MS));
+        }
+      }
+    })().finally(() => this.#reconnecting = undefined);
+    return this.#reconnecting;
+  }
+
+  /** Page counters of every open timeline, for `/metrics`. */
+  pageStats(): { requests: number; pages: number; prefetched_hits: number; request_ms: number } {
+    const total = { requests: 0, pages: 0, prefetched_hits: 0, request_ms: 0 };
+    for (const s of this.#storages) {
+      for (const key of Object.keys(total) as (keyof typeof total)[]) total[key] += s.remote.stats[key];
+    }
+    return total;
+  }
+
+  /** Branch administration runs on the pageserver, through its HTTP API. */
+  async admin(request: AdminRequest): Promise<BranchRow[]> {
+    const { hostname, port } = this.#address;
+    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
+    const response = await fetch(
+      `http://${host}:${port}/v1/tenants/${encodeURIComponent(this.#options.tenant)}/admin`,
+      {
+        method: "POST",
+        body: JSON.stringify(request),
+      },
+    );
+    const answer = await response.json() as {
+      ok: boolean;
+      value?: BranchRow[];
+      error?: { name: string; message: string };
+    };
+    if (!answer.ok) {
+      const error = new Error(answer.error?.message ?? response.statusText);
+      error.name = answer.error?.name ?? "Error";
+      throw error;
+    }
+    return answer.value ?? [];
+  }
+
+  /** Stops every compute cleanly (what is committed reaches the pageserver) and closes the connection. */
+  async close(): Promise<void> {
+    for (const compute of this.#computes.values()) await (await compute.catch(() => undefined))?.stop().catch(() => {});
+    this.#computes.clear();
+    for (const storage of [...this.#storages]) await this.#closeTimeline(storage);
+    this.#channel.close();
+  }
+}
+
+function parsePageserver(text: string): { hostname: string; port: number } {
+  const match = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:\[\]\s]+)):(\d{1,5})$/.exec(text);
+  if (match === null || Number(match[3]) > 65535) {
+    throw new ConfigurationError(`--pageserver ${text} is not HOST:PORT`);
+  }
+  return { hostname: match[1] ?? match[2], port: Number(match[3]) };
+}

@@ -1,0 +1,100 @@
+/**
+ * Opens a timeline's storage for a compute on a pageserver: the pages through {@linkcode RemotePages}, the WAL as
+ * a quorum of safekeepers (authoritative) over a local cache that starts with what the pageserver holds from the
+ * newest checkpoint's redo point, and, below the branch point, the parent's WAL read from the pageserver. The
+ * compute then takes the timeline at the pageserver with the term its election gave it, fencing older computes.
+ *
+ * @module
+ */
+import { formatLsn, type Lsn, LSN_MAX } from "../../lsn.ts";
+import type { Logger } from "../../logger.ts";
+import { QuorumWal } from "../../replication/quorum_wal.ts";
+import type { SafekeeperAddress } from "../../replication/safekeeper_client.ts";
+import { TimelineWal } from "../../replication/timeline_wal.ts";
+import { WalLog } from "../../replication/wal_log.ts";
+import { CorruptDataError } from "../../errors.ts";
+import type { TimelineStorage } from "../compute.ts";
+import { parseControlFile } from "../pg_control.ts";
+import type { PageChannel } from "./page_channel.ts";
+import { RemotePages } from "./remote_pages.ts";
+import { RemoteWalSource } from "./remote_wal.ts";
+
+/** PostgreSQL's WAL page size (XLOG_BLCKSZ). */
+const WAL_PAGE_BYTES = 8192n;
+/** WAL fetched from the pageserver at start in pieces of this many bytes. */
+const PREFILL_PIECE_BYTES = 1024 * 1024;
+
+/** What opening a remote timeline needs. */
+export type RemoteTimelineOptions = {
+  channel: PageChannel;
+  branch: string;
+  tenant_id: string;
+  segment_size: number;
+  safekeepers: SafekeeperAddress[];
+  election_timeout_ms: number;
+  log: Logger;
+};
+
+/** A remote timeline's storage, and the pages' counters. */
+export type RemoteTimeline = TimelineStorage & { remote: RemotePages };
+
+/** Opens `branch`'s timeline: WAL cache filled, elected by the safekeepers, attached at the pageserver. */
+export async function openRemoteTimeline(options: RemoteTimelineOptions): Promise<RemoteTimeline> {
+  const { channel, log } = options;
+  const reply = await channel.request({ type: "branch_info", branch: options.branch });
+  if (reply.type !== "branch_info_ok") throw new Error(`branch_info answered with ${reply.type}`);
+  const info = reply.info;
+  const timeline_id = info.timeline_id;
+  const pages = new RemotePages(channel, timeline_id, info.wal_end_lsn);
+  const local = await WalLog.open({ segment_size: options.segment_size });
+  const control_page = pages.getPage("global/pg_control", 0, LSN_MAX);
+  if (control_page === undefined) throw new CorruptDataError(`timeline ${timeline_id}`, "no pg_control");
+  const redo_lsn = parseControlFile(control_page).redo_lsn;
+  // Recovery reads the redo record's WAL page from its start (the page header is checked).
+  let from = redo_lsn - redo_lsn % WAL_PAGE_BYTES;
+  if (from < info.branch_lsn) from = info.branch_lsn;
+  if (from < info.wal_start_lsn) from = info.wal_start_lsn;
+  await prefill(channel, timeline_id, local, from, info.wal_end_lsn);
+  const quorum = await QuorumWal.open({
+    local,
+    safekeepers: options.safekeepers,
+    tenant_id: options.tenant_id,
+    timeline_id,
+    segment_size: options.segment_size,
+    timeline_start_lsn: from,
+    election_timeout_ms: options.election_timeout_ms,
+    log,
+  }).catch(async (error) => {
+    await local.close();
+    throw error;
+  });
+  const ancestor = info.branch_lsn === 0n
+    ? undefined
+    : new RemoteWalSource(channel, timeline_id, info.wal_start_lsn, info.branch_lsn);
+  const wal = new TimelineWal(quorum, ancestor, info.branch_lsn, options.segment_size);
+  const term = quorum.term;
+  await channel.request({ type: "attach", timeline_id, term, wal_end_lsn: quorum.end_lsn }).catch(async (error) => {
+    await quorum.close();
+    throw error;
+  });
+  pages.own(term, wal);
+  log("timeline_attached", {
+    branch: options.branch,
+    timeline_id,
+    term: Number(term),
+    redo: formatLsn(redo_lsn),
+    wal_end: formatLsn(quorum.end_lsn),
+  });
+  return { pages, wal, remote: pages, failed: () => channel.failure !== undefined };
+}
+
+/** Copies the timeline's own WAL the pageserver holds, [from, end), into the local cache. */
+async function prefill(channel: PageChannel, timeline_id: string, local: WalLog, from: Lsn, end: Lsn): Promise<void> {
+  for (let at = from; at < end;) {
+    const piece_end = end - at > BigInt(PREFILL_PIECE_BYTES) ? at + BigInt(PREFILL_PIECE_BYTES) : end;
+    const reply = await channel.request({ type: "read_wal", timeline_id, lsn_start: at, lsn_end: piece_end });
+    if (reply.type !== "wal_bytes") throw new Error(`read_wal answered with ${reply.type}`);
+    local.append(at, reply.bytes);
+    at = piece_end;
+  }
+}

@@ -1,0 +1,301 @@
+/**
+ * One tenant on the pageserver: a database's branch catalog and timelines (page stores, and a copy of each
+ * timeline's committed WAL for branches and for computes starting up), plus, per timeline, the compute that owns
+ * it (its term) and how far its WAL is committed. Page versions are made durable only up to the committed WAL.
+ *
+ * @module
+ */
+import { type BranchInfo as BranchRowInfo, BranchManager, type BranchStart } from "../branch_manager.ts";
+import { clusterTemplate, importTemplate } from "../compute/cluster_template.ts";
+import type { Logger } from "../logger.ts";
+import { formatLsn, type Lsn, LSN_MAX } from "../lsn.ts";
+import { WalRangeError } from "../replication/wal_log.ts";
+import { BranchCatalog } from "../storage/branch_catalog.ts";
+import { BLOCK_SIZE, type PathMeta } from "../storage/page_api.ts";
+import {
+  newTimelineId,
+  readTenantFile,
+  TENANT_FORMAT_VERSION,
+  type TenantFile,
+  writeTenantFile,
+} from "../tenant_file.ts";
+import { Timelines } from "../timelines.ts";
+import type { BranchInfo, PageKey, PageReply, PutRecord } from "./messages.ts";
+import { PageserverError } from "./pageserver_error.ts";
+
+/** Each timeline's cache of decompressed layer blocks. */
+const BLOCK_CACHE_BYTES = 16 * 1024 * 1024;
+/** A timeline holding more than this in memory persists at once (bytes). */
+const PERSIST_MEMORY_BYTES = 32 * 1024 * 1024;
+
+/** The compute-facing state of one timeline. */
+type Ownership = { term: bigint; commit_lsn: Lsn; ingested_lsn: Lsn; persisting?: Promise<void> };
+
+/** Counters the metrics show. */
+export type TenantCounters = { ingest_bytes: number; get_pages: number };
+
+/** A tenant's database. */
+export class Tenant {
+  readonly name: string;
+  readonly file: TenantFile;
+  /** The tenant's branches and their rules. */
+  readonly manager: BranchManager;
+  readonly timelines: Timelines;
+  readonly #owners = new Map<string, Ownership>();
+  readonly #log: Logger;
+  readonly counters: TenantCounters = { ingest_bytes: 0, get_pages: 0 };
+
+  private constructor(name: string, file: TenantFile, catalog: BranchCatalog, timelines: Timelines, log: Logger) {
+    this.name = name;
+    this.file = file;
+    this.timelines = timelines;
+    this.manager = new BranchManager(catalog, timelines);
+    this.#log = log;
+  }
+
+  /** Opens the tenant in `dir`, or creates it there (initdb's cluster imported as its first WAL and pages). */
+  static async open(dir: string, name: string, log: Logger, create: boolean): Promise<Tenant | undefined> {
+    let file = await readTenantFile(dir);
+    if (file === undefined && !create) return undefined;
+    const fresh = file === undefined;
+    if (file === undefined) {
+      await Deno.mkdir(dir, { recursive: true });
+      file = {
+        format_version: TENANT_FORMAT_VERSION,
+        timeline_id: newTimelineId(),
+        segment_size: (await clusterTemplate()).segment_size,
+        created_at: new Date().toISOString(),
+      };
+    }
+    const catalog = await BranchCatalog.open(dir, file.timeline_id, new Date(file.created_at));
+    const timelines = new Timelines(dir, file.segment_size, catalog, BLOCK_CACHE_BYTES);
+    if (fresh) {
+      const { pages, wal } = await timelines.open(file.timeline_id);
+      importTemplate(await clusterTemplate(), pages, wal);
+      await pages.flush(await wal.flush());
+      await writeTenantFile(dir, file);
+      log("tenant_created", { tenant: name, tenant_id: file.timeline_id });
+    }
+    return new Tenant(name, file, catalog, timelines, log);
+  }
+
+  /** What a compute needs to start on `branch`. */
+  async branchInfo(branch: string): Promise<BranchInfo> {
+    const known = this.manager.get(branch);
+    const { pages, wal } = await this.timelines.open(known.timeline_id);
+    return {
+      timeline_id: known.timeline_id,
+      branch_lsn: known.branch_lsn,
+      wal_start_lsn: wal.start_lsn,
+      wal_end_lsn: wal.end_lsn,
+      disk_consistent_lsn: pages.disk_consistent_lsn,
+      term: this.#owners.get(known.timeline_id)?.term ?? 0n,
+    };
+  }
+
+  /**
+   * A compute with `term` takes the timeline. A higher term than the owner's fences the owner: its page versions
+   * beyond `wal_end_lsn` (the WAL the new owner recovered from the quorum) came from WAL that was never committed,
+   * and go. A lower term is refused.
+   */
+  async attach(timeline_id: string, term: bigint, wal_end_lsn: Lsn): Promise<bigint> {
+    const { pages } = await this.#storage(timeline_id);
+    const owner = this.#owner(timeline_id);
+    if (term < owner.term) {
+      throw new PageserverError("fenced", `timeline ${timeline_id} belongs to a compute of term ${owner.term}`);
+    }
+    if (term > owner.term) {
+      const dropped = pages.dropNewerThan(wal_end_lsn);
+      this.#log("timeline_attached", {
+        tenant: this.name,
+        timeline_id,
+        term: Number(term),
+        previous_term: Number(owner.term),
+        wal_end: formatLsn(wal_end_lsn),
+        dropped_versions: dropped,
+      });
+      owner.term = term;
+      owner.ingested_lsn = owner.ingested_lsn < wal_end_lsn ? owner.ingested_lsn : wal_end_lsn;
+    }
+    return owner.term;
+  }
+
+  /** Takes a batch of page versions and file events from the owner. */
+  async put(timeline_id: string, term: bigint, records: PutRecord[]): Promise<void> {
+    const { pages } = await this.#owned(timeline_id, term);
+    const owner = this.#owner(timeline_id);
+    for (const r of records) {
+      if (r.kind === "page") {
+        pages.putPage(r.path, r.blkno, r.lsn, r.value);
+        this.counters.ingest_bytes += r.value.kind === "image" ? BLOCK_SIZE : r.value.ranges.length * 4 + 16;
+      } else {
+        pages.putEvent(r.path, r.lsn, r.event);
+      }
+      if (r.lsn > owner.ingested_lsn) owner.ingested_lsn = r.lsn;
+    }
+    if (pages.in_memory_bytes > PERSIST_MEMORY_BYTES) this.persistSoon(timeline_id);
+  }
+
+  /** Takes committed WAL from the owner; versions up to `commit_lsn` may now be made durable. */
+  async wal(timeline_id: string, term: bigint, lsn_start: Lsn, commit_lsn: Lsn, bytes: Uint8Array): Promise<void> {
+    const { wal } = await this.#owned(timeline_id, term);
+    if (lsn_start > wal.end_lsn) {
+      throw new PageserverError(
+        "bad_request",
+        `WAL at ${formatLsn(lsn_start)} leaves a gap after ${formatLsn(wal.end_lsn)}: send from the end`,
+      );
+    }
+    const skip = wal.end_lsn - lsn_start;
+    if (skip < BigInt(bytes.length)) wal.append(wal.end_lsn, bytes.subarray(Number(skip)));
+    this.counters.ingest_bytes += bytes.length;
+    const owner = this.#owner(timeline_id);
+    if (commit_lsn > owner.commit_lsn) owner.commit_lsn = commit_lsn < wal.end_lsn ? commit_lsn : wal.end_lsn;
+  }
+
+  /**
+   * Makes every version at or below the owner's commit LSN durable: the WAL copy first, then a layer. Resolves with
+   * the durable LSN and the WAL end.
+   */
+  async persist(timeline_id: string, term?: bigint): Promise<{ disk_consistent_lsn: Lsn; wal_end_lsn: Lsn }> {
+    const { pages, wal } = term === undefined ? await this.#storage(timeline_id) : await this.#owned(timeline_id, term);
+    const owner = this.#owner(timeline_id);
+    await wal.flush();
+    if (owner.commit_lsn > pages.disk_consistent_lsn) await pages.flush(owner.commit_lsn);
+    return { disk_consistent_lsn: pages.disk_consistent_lsn, wal_end_lsn: wal.end_lsn };
+  }
+
+  /** Starts a persist unless one runs; a failure is logged (the next persist tries again). */
+  persistSoon(timeline_id: string): void {
+    const owner = this.#owner(timeline_id);
+    if (owner.persisting !== undefined) return;
+    owner.persisting = this.persist(timeline_id)
+      .then(() => {}, (error) => this.#log("persist_failed", { tenant: this.name, timeline_id, error: String(error) }))
+      .finally(() => owner.persisting = undefined);
+  }
+
+  /** Persists every open timeline that holds committed versions in memory. */
+  persistIdle(): void {
+    for (const [timeline_id, owner] of this.#owners) if (owner.commit_lsn > 0n) this.persistSoon(timeline_id);
+  }
+
+  /** Pages at `lsn` (LSN_MAX: the newest); refuses a key whose asker wrote a version this server has not seen. */
+  async getPages(timeline_id: string, lsn: Lsn, keys: PageKey[]): Promise<PageReply[]> {
+    const { pages, wal } = await this.#storage(timeline_id);
+    const owner = this.#owner(timeline_id);
+    if (lsn !== LSN_MAX && lsn > wal.end_lsn && lsn > owner.ingested_lsn) {
+      throw new PageserverError(
+        "lsn_out_of_range",
+        `LSN ${formatLsn(lsn)} is beyond the end of timeline ${timeline_id} (${formatLsn(wal.end_lsn)})`,
+      );
+    }
+    this.counters.get_pages += keys.length;
+    return keys.map(({ path, blkno, not_modified_since }) => {
+      if (not_modified_since > owner.ingested_lsn && not_modified_since > pages.disk_consistent_lsn) {
+        throw new PageserverError(
+          "not_yet_ingested",
+          `${path} block ${blkno} was written at ${formatLsn(not_modified_since)}, but timeline ${timeline_id} ` +
+            `has versions up to ${formatLsn(owner.ingested_lsn)} only: send the writes before reading them back`,
+        );
+      }
+      const meta = pages.stat(path, lsn);
+      if (meta?.kind !== "file") return "absent";
+      if (blkno * BLOCK_SIZE >= meta.size_bytes) return "zero";
+      return pages.getPage(path, blkno, lsn) ?? "absent";
+    });
+  }
+
+  /** File or directory metadata at `lsn`. */
+  async stat(timeline_id: string, lsn: Lsn, path: string): Promise<PathMeta | undefined> {
+    return (await this.#storage(timeline_id)).pages.stat(path, lsn);
+  }
+
+  /** Names in a directory at `lsn`. */
+  async readdir(timeline_id: string, lsn: Lsn, path: string): Promise<string[]> {
+    return (await this.#storage(timeline_id)).pages.readdir(path, lsn);
+  }
+
+  /** WAL bytes of the timeline (its ancestors' below its branch point). */
+  async readWal(timeline_id: string, lsn_start: Lsn, lsn_end: Lsn): Promise<Uint8Array> {
+    const { wal } = await this.#storage(timeline_id);
+    if (lsn_end < lsn_start || lsn_end > wal.end_lsn) {
+      throw new PageserverError(
+        "lsn_out_of_range",
+        `WAL ${formatLsn(lsn_start)}-${formatLsn(lsn_end)} is not inside timeline ${timeline_id}'s ` +
+          `${formatLsn(wal.start_lsn)}-${formatLsn(wal.end_lsn)}`,
+      );
+    }
+    try {
+      return wal.read(lsn_start, lsn_end);
+    } catch (error) {
+      if (error instanceof WalRangeError) throw new PageserverError("lsn_out_of_range", error.message);
+      throw error;
+    }
+  }
+
+  /** Every branch (the administration interface of `admin.ts`). */
+  branches(): BranchRowInfo[] {
+    return this.manager.list();
+  }
+
+  /** Makes a branch at `start` (default: the head of `main` as the pageserver has it committed). */
+  async createBranch(name: string, start?: BranchStart): Promise<BranchRowInfo> {
+    return this.manager.info(await this.manager.create(name, start));
+  }
+
+  /** Deletes a branch and its storage. */
+  async deleteBranch(name: string, options?: { recursive?: boolean }): Promise<void> {
+    await this.manager.delete(name, options);
+  }
+
+  /** Points a branch at its parent's head again. */
+  async resetBranch(name: string): Promise<BranchRowInfo> {
+    return this.manager.info(await this.manager.reset(name));
+  }
+
+  /** Protects a branch from deletion and reset (or lifts it). */
+  async protectBranch(name: string, on: boolean): Promise<void> {
+    await this.manager.protect(name, on);
+  }
+
+  /** Bytes a branch's own storage takes on disk. */
+  async branchDiskBytes(name: string): Promise<number> {
+    return await this.timelines.diskBytes(this.manager.get(name).timeline_id);
+  }
+
+  /** Terms and LSNs of the timelines computes attached to, for `/status`. */
+  owners(): { timeline_id: string; term: bigint; commit_lsn: Lsn; ingested_lsn: Lsn }[] {
+    return [...this.#owners].map(([timeline_id, o]) => ({ timeline_id, ...o }));
+  }
+
+  /** Waits for persists and closes every timeline. */
+  async close(): Promise<void> {
+    await Promise.all([...this.#owners.values()].map((o) => o.persisting));
+    for (const timeline_id of this.#owners.keys()) await this.persist(timeline_id).catch(() => {});
+    await this.timelines.closeAll();
+  }
+
+  async #storage(timeline_id: string) {
+    if (this.manager.byTimeline(timeline_id) === undefined) {
+      throw new PageserverError("unknown_timeline", `tenant "${this.name}" has no timeline ${timeline_id}`);
+    }
+    return await this.timelines.open(timeline_id);
+  }
+
+  async #owned(timeline_id: string, term: bigint) {
+    const storage = await this.#storage(timeline_id);
+    const owner = this.#owner(timeline_id);
+    if (term !== owner.term) {
+      throw new PageserverError(
+        "fenced",
+        `timeline ${timeline_id} belongs to a compute of term ${owner.term}, not ${term}: this compute was replaced`,
+      );
+    }
+    return storage;
+  }
+
+  #owner(timeline_id: string): Ownership {
+    let owner = this.#owners.get(timeline_id);
+    if (owner === undefined) this.#owners.set(timeline_id, owner = { term: 0n, commit_lsn: 0n, ingested_lsn: 0n });
+    return owner;
+  }
+}

@@ -2,39 +2,9 @@
 // SIGKILLed and restarted; no acknowledged commit may be lost. Skipped without Debian's pgbench.
 import { ok } from "node:assert/strict";
 import postgres from "postgres";
+import { historyCount, PGBENCH, pgbench } from "./fixtures/pgbench.ts";
 import { spawnSafekeeper, spawnTarn, type TarnProcess } from "./fixtures/tarn_process.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
-
-const PGBENCH = (() => {
-  try {
-    return new Deno.Command("pgbench", { args: ["--version"], stdout: "null", stderr: "null" }).outputSync().success;
-  } catch {
-    return false;
-  }
-})();
-
-async function pgbench(url: string, args: string[]): Promise<{ text: string; processed: number }> {
-  const output = await new Deno.Command("pgbench", { args: [...args, url], stdout: "piped", stderr: "piped" })
-    .output();
-  const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
-  const processed = Number(/number of transactions actually processed: (\d+)/.exec(text)?.[1] ?? "NaN");
-  return { text, processed };
-}
-
-function startServer(data: string, safekeepers: TarnProcess[]): Promise<TarnProcess> {
-  const list = safekeepers.map((sk) => `127.0.0.1:${sk.port}`).join(",");
-  return spawnTarn(["start", "--data", data, "--port", "0", "--safekeepers", list]);
-}
-
-async function historyCount(url: string): Promise<number> {
-  const sql = postgres(url, { max: 1, onnotice: () => {} });
-  try {
-    const [{ n }] = await sql`select count(*)::int as n from pgbench_history`;
-    return n;
-  } finally {
-    await sql.end();
-  }
-}
 
 /** Cuts the last 100 bytes off the newest WAL segment file under a safekeeper's directory. */
 async function tearNewestSegment(dir: string): Promise<void> {

@@ -68,10 +68,11 @@ export async function openRemoteTimeline(options: RemoteTimelineOptions): Promis
     await local.close();
     throw error;
   });
-  const ancestor = info.branch_lsn === 0n
-    ? undefined
-    : new RemoteWalSource(channel, timeline_id, info.wal_start_lsn, info.branch_lsn);
-  const wal = new TimelineWal(quorum, ancestor, info.branch_lsn, options.segment_size);
+  // Below the cache, the pageserver serves the WAL (the ancestor's below a branch point): recovery reads the first
+  // page of the redo record's segment, and a branch's recovery replays its parent's WAL.
+  const history_start = info.wal_start_lsn < from ? info.wal_start_lsn : from;
+  const history = new RemoteWalSource(channel, timeline_id, history_start, from);
+  const wal = new TimelineWal(quorum, history, from, options.segment_size);
   const term = quorum.term;
   await channel.request({ type: "attach", timeline_id, term, wal_end_lsn: quorum.end_lsn }).catch(async (error) => {
     await quorum.close();

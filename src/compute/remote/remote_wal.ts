@@ -1,6 +1,7 @@
 /**
- * A timeline's WAL below its branch point, read from the pageserver (which holds every timeline's committed WAL):
- * what recovery of a new branch replays from its parent. Reads are synchronous (Postgres reads WAL through its file
+ * A timeline's WAL below what the compute caches, read from the pageserver (which holds every timeline's committed
+ * WAL, and its ancestors' below the branch point): what recovery of a new branch replays from its parent, and the
+ * first page of the redo record's segment. Reads are synchronous (Postgres reads WAL through its file
  * system), so they fetch aligned chunks and keep the last few.
  *
  * @module
@@ -36,10 +37,11 @@ export class RemoteWalSource implements WalSource {
     this.end_lsn = end_lsn;
   }
 
+  /** WAL bytes of [lsn_start, lsn_end); below `start_lsn` there is no WAL and the bytes are zeros, as in a new segment. */
   read(lsn_start: Lsn, lsn_end: Lsn): Uint8Array {
-    assert(lsn_start >= this.start_lsn && lsn_end <= this.end_lsn && lsn_start <= lsn_end, "WAL read out of range");
+    assert(lsn_end <= this.end_lsn && lsn_start <= lsn_end, "WAL read out of range");
     const out = new Uint8Array(Number(lsn_end - lsn_start));
-    for (let at = lsn_start; at < lsn_end;) {
+    for (let at = lsn_start > this.start_lsn ? lsn_start : this.start_lsn; at < lsn_end;) {
       const chunk_start = at - at % BigInt(CHUNK_BYTES);
       const chunk = this.#chunk(chunk_start);
       const from = Number(at - chunk_start);

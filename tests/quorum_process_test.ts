@@ -6,6 +6,11 @@ import { historyCount, PGBENCH, pgbench } from "./fixtures/pgbench.ts";
 import { spawnSafekeeper, spawnTarn, type TarnProcess } from "./fixtures/tarn_process.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
 
+function startServer(data: string, safekeepers: TarnProcess[]): Promise<TarnProcess> {
+  const list = safekeepers.map((sk) => `127.0.0.1:${sk.port}`).join(",");
+  return spawnTarn(["start", "--data", data, "--port", "0", "--safekeepers", list]);
+}
+
 /** Cuts the last 100 bytes off the newest WAL segment file under a safekeeper's directory. */
 async function tearNewestSegment(dir: string): Promise<void> {
   const files: string[] = [];

@@ -60,5 +60,10 @@ export async function compute(args: string[]): Promise<void> {
   }, log);
   const port = Number(flagValue(flags, "--port", "55432"));
   const default_branch = flagValue(flags, "--branch", "main");
+  // Postgres starts while the listener comes up, so that the first client does not wait for it; a failure here is
+  // logged, and the first connection tries again and reports it.
+  engine.attachCompute(default_branch).then(({ release }) => release()).catch((error) =>
+    log("compute_start_failed", { branch: default_branch, error: String(error) })
+  );
   await serveUntilSignal(engine, { hostname: host, port, log, password, default_branch });
 }

@@ -97,6 +97,8 @@ async function answer(tenant: Tenant, m: Request, metrics: PageserverMetrics): P
       return { type: "stat_ok", id: m.id, meta: await tenant.stat(m.timeline_id, m.lsn, m.path) };
     case "readdir":
       return { type: "readdir_ok", id: m.id, names: await tenant.readdir(m.timeline_id, m.lsn, m.path) };
+    case "list_files":
+      return { type: "files", id: m.id, ...await tenant.listFiles(m.timeline_id, m.lsn, m.after) };
     case "put":
       await tenant.put(m.timeline_id, m.term, m.records);
       return undefined;

@@ -12,6 +12,8 @@ import { encodeFrame, type Frame, PageProtocolError } from "./frames.ts";
 
 /** The most pages one GetPages asks for. */
 export const MAX_PAGES_PER_REQUEST = 256;
+/** The most entries one ListFiles reply carries; `more` says when another request must go on after the last. */
+export const MAX_FILES_PER_REPLY = 4096;
 /** The most WAL bytes one ReadWal returns. */
 export const MAX_WAL_READ_BYTES = 4 * 1024 * 1024;
 
@@ -37,6 +39,9 @@ export type BranchInfo = {
   /** The highest compute term seen on the timeline (0: none yet). */
   term: bigint;
 };
+
+/** A file or directory of a timeline at an LSN. */
+export type FileEntry = { path: string; meta: PathMeta };
 
 /** Error codes: what kind of failure, for the client to act on. */
 export const ERROR_CODES = {
@@ -64,6 +69,7 @@ export type Request =
   | { type: "get_pages"; id: number; timeline_id: string; lsn: Lsn; keys: PageKey[] }
   | { type: "stat"; id: number; timeline_id: string; lsn: Lsn; path: string }
   | { type: "readdir"; id: number; timeline_id: string; lsn: Lsn; path: string }
+  | { type: "list_files"; id: number; timeline_id: string; lsn: Lsn; after: string }
   | { type: "put"; id: number; timeline_id: string; term: bigint; records: PutRecord[] }
   | { type: "wal"; id: number; timeline_id: string; term: bigint; lsn_start: Lsn; commit_lsn: Lsn; bytes: Uint8Array }
   | { type: "persist"; id: number; timeline_id: string; term: bigint }
@@ -80,6 +86,7 @@ export type Reply =
   | { type: "pages"; id: number; pages: PageReply[] }
   | { type: "stat_ok"; id: number; meta: PathMeta | undefined }
   | { type: "readdir_ok"; id: number; names: string[] }
+  | { type: "files"; id: number; entries: FileEntry[]; more: boolean }
   | { type: "persisted"; id: number; disk_consistent_lsn: Lsn; wal_end_lsn: Lsn }
   | { type: "wal_bytes"; id: number; bytes: Uint8Array }
   | { type: "error"; id: number; code: ErrorCode; message: string };
@@ -106,6 +113,8 @@ const TYPE_CODES: Record<Message["type"], number> = {
   persisted: 18,
   read_wal: 19,
   wal_bytes: 20,
+  list_files: 21,
+  files: 22,
   error: 31,
 };
 const TYPE_NAMES = Object.fromEntries(Object.entries(TYPE_CODES).map(([name, code]) => [code, name])) as Record<
@@ -119,6 +128,7 @@ const REQUEST_TYPES = new Set([
   "get_pages",
   "stat",
   "readdir",
+  "list_files",
   "put",
   "wal",
   "persist",
@@ -175,12 +185,16 @@ function writeBody(w: FieldWriter, m: Message): void {
     case "readdir":
       return void w.timeline(m.timeline_id).u64(m.lsn).str(m.path);
     case "stat_ok":
-      if (m.meta === undefined) w.u8(0).u64(0n);
-      else w.u8(m.meta.kind === "file" ? 1 : 2).u64(BigInt(m.meta.kind === "file" ? m.meta.size_bytes : 0));
-      return;
+      return writeMeta(w, m.meta);
     case "readdir_ok":
       w.u32(m.names.length);
       for (const name of m.names) w.str(name);
+      return;
+    case "list_files":
+      return void w.timeline(m.timeline_id).u64(m.lsn).str(m.after);
+    case "files":
+      w.u8(m.more ? 1 : 0).u32(m.entries.length);
+      for (const e of m.entries) writeMeta(w.str(e.path), e.meta);
       return;
     case "put":
       w.timeline(m.timeline_id).u64(m.term).u32(m.records.length);
@@ -199,6 +213,11 @@ function writeBody(w: FieldWriter, m: Message): void {
     case "error":
       return void w.u16(ERROR_CODES[m.code]).str(m.message.slice(0, 1000));
   }
+}
+
+function writeMeta(w: FieldWriter, meta: PathMeta | undefined): void {
+  if (meta === undefined) w.u8(0).u64(0n);
+  else w.u8(meta.kind === "file" ? 1 : 2).u64(BigInt(meta.kind === "file" ? meta.size_bytes : 0));
 }
 
 /** Appends one put record to `w` (also used to build put batches incrementally). */
@@ -276,23 +295,29 @@ function readBody(r: FieldReader, type: Message["type"], id: number): Message {
     case "stat":
     case "readdir":
       return { type, id, timeline_id: r.timeline("timeline"), lsn: r.u64("lsn"), path: r.str("path") };
-    case "stat_ok": {
-      const kind = r.u8("kind");
-      const size = r.u64("size");
-      if (kind > 2 || size > BigInt(Number.MAX_SAFE_INTEGER)) throw new PageProtocolError(`stat kind ${kind}`);
-      const meta: PathMeta | undefined = kind === 0
-        ? undefined
-        : kind === 1
-        ? { kind: "file", size_bytes: Number(size) }
-        : { kind: "dir" };
-      return { type, id, meta };
-    }
+    case "stat_ok":
+      return { type, id, meta: readMeta(r) };
     case "readdir_ok": {
       const count = r.u32("name count");
       if (count * 2 > r.left_bytes) throw new PageProtocolError(`${count} names do not fit the body`);
       const names = [];
       for (let i = 0; i < count; i++) names.push(r.str("name"));
       return { type, id, names };
+    }
+    case "list_files":
+      return { type, id, timeline_id: r.timeline("timeline"), lsn: r.u64("lsn"), after: r.str("after") };
+    case "files": {
+      const more = flag(r, "more");
+      const count = r.u32("entry count");
+      if (count > MAX_FILES_PER_REPLY) throw new PageProtocolError(`${count} files in one reply`);
+      const entries: FileEntry[] = [];
+      for (let i = 0; i < count; i++) {
+        const path = r.str("path");
+        const meta = readMeta(r);
+        if (meta === undefined) throw new PageProtocolError(`file ${path} listed as absent`);
+        entries.push({ path, meta });
+      }
+      return { type, id, entries, more };
     }
     case "put": {
       const timeline_id = r.timeline("timeline");
@@ -333,6 +358,13 @@ function readBody(r: FieldReader, type: Message["type"], id: number): Message {
       return { type, id, code, message: r.str("message") };
     }
   }
+}
+
+function readMeta(r: FieldReader): PathMeta | undefined {
+  const kind = r.u8("kind");
+  const size = r.u64("size");
+  if (kind > 2 || size > BigInt(Number.MAX_SAFE_INTEGER)) throw new PageProtocolError(`path kind ${kind}`);
+  return kind === 0 ? undefined : kind === 1 ? { kind: "file", size_bytes: Number(size) } : { kind: "dir" };
 }
 
 function flag(r: FieldReader, what: string): boolean {

@@ -20,7 +20,15 @@ import {
   writeTenantFile,
 } from "../tenant_file.ts";
 import { Timelines } from "../timelines.ts";
-import type { BranchInfo, PageKey, PageReply, PutRecord } from "./messages.ts";
+import {
+  type BranchInfo,
+  type FileEntry,
+  MAX_FILES_PER_REPLY,
+  type PageKey,
+  type PageReply,
+  type PutRecord,
+} from "./messages.ts";
+import { listFiles } from "./file_listing.ts";
 import { PageserverError } from "./pageserver_error.ts";
 
 /** Each timeline's cache of decompressed layer blocks. */
@@ -212,6 +220,11 @@ export class Tenant {
   /** Names in a directory at `lsn`. */
   async readdir(timeline_id: string, lsn: Lsn, path: string): Promise<string[]> {
     return (await this.#storage(timeline_id)).pages.readdir(path, lsn);
+  }
+
+  /** The timeline's files and directories at `lsn`, in byte order after `after`, a page of them. */
+  async listFiles(timeline_id: string, lsn: Lsn, after: string): Promise<{ entries: FileEntry[]; more: boolean }> {
+    return listFiles((await this.#storage(timeline_id)).pages, lsn, after, MAX_FILES_PER_REPLY);
   }
 
   /** WAL bytes of the timeline (its ancestors' below its branch point). */

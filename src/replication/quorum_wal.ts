@@ -78,6 +78,8 @@ export class QuorumWal implements OwnWal {
   readonly #waiters: Waiter[] = [];
   #ticker: ReturnType<typeof setInterval> | undefined;
   #stall_logged = false;
+  /** Ends the current `#waitUntil` pause early (a safekeeper answered). */
+  #wake: (() => void) | undefined;
   #local_sync: Promise<unknown> = Promise.resolve();
   #failure: Error | undefined;
   /** Where the timeline's WAL starts: the local log's start, or the branch point while it is empty. */
@@ -101,7 +103,10 @@ export class QuorumWal implements OwnWal {
         tenant_id: options.tenant_id,
         timeline_id: options.timeline_id,
         segment_size: options.segment_size,
-        on_message: (msg) => this.#deliver(this.#proposer.onMessage(i, msg)),
+        on_message: (msg) => {
+          this.#deliver(this.#proposer.onMessage(i, msg));
+          this.#wake?.();
+        },
         log: (event, fields) => options.log(event, { timeline_id: options.timeline_id, ...fields }),
       })
     );
@@ -177,7 +182,15 @@ export class QuorumWal implements OwnWal {
         const reached = this.#clients.filter((c) => c.connected).length;
         throw new QuorumUnavailableError(`${reached} of ${this.#clients.length} reachable; a majority must answer`);
       }
-      await new Promise((resolve) => setTimeout(resolve, TICK_MS / 2));
+      // A safekeeper's message wakes the wait at once: an election is a few round trips, not a few ticks.
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(() => this.#wake?.(), TICK_MS / 2);
+        this.#wake = () => {
+          clearTimeout(timer);
+          this.#wake = undefined;
+          resolve();
+        };
+      });
     }
   }
 

@@ -11,10 +11,29 @@ import {
   CONTROL,
   type IoCommand,
   type IoEvent,
+  type IoSetup,
   REPLY_AREA_BYTES,
   REQUEST_AREA_BYTES,
   SYNC_BIT,
 } from "./page_channel_layout.ts";
+
+/** Where links to the page I/O Worker are made: the Worker, or a bootstrap port it listens on. */
+export type PageIo = { postMessage(message: IoSetup, transfer: Transferable[]): void };
+
+/**
+ * Starts a page I/O Worker. Call it on the process's main thread (a Worker's Worker starts slowly) and hand other
+ * threads a bootstrap port ({@linkcode pageIoPort}).
+ */
+export function startPageIoWorker(): Worker {
+  return new Worker(new URL("./page_io_worker.ts", import.meta.url), { type: "module" });
+}
+
+/** A port through which another thread makes links to `worker`. */
+export function pageIoPort(worker: Worker): MessagePort {
+  const { port1, port2 } = new MessageChannel();
+  worker.postMessage({ op: "bootstrap", port: port1 } satisfies IoSetup, [port1]);
+  return port2;
+}
 
 /** How long a synchronous request waits for its reply before the compute gives up on the pageserver (ms). */
 const SYNC_TIMEOUT_MS = 60_000;
@@ -49,7 +68,7 @@ type Waiter = { resolve: (reply: Reply) => void; reject: (error: Error) => void 
 
 /** One connection to a pageserver, as the engine's thread uses it. */
 export class PageChannel {
-  readonly #worker: Worker;
+  readonly #port: MessagePort;
   readonly #control = new Int32Array(new SharedArrayBuffer(4 * CONTROL.WORDS));
   readonly #request_area = new Uint8Array(new SharedArrayBuffer(REQUEST_AREA_BYTES));
   readonly #reply_area = new Uint8Array(new SharedArrayBuffer(REPLY_AREA_BYTES));
@@ -61,9 +80,9 @@ export class PageChannel {
   /** Called once when the channel fails. */
   on_failure: (error: Error) => void = () => {};
 
-  /** Connects to the pageserver at `hostname:port`. */
-  static async open(hostname: string, port: number): Promise<PageChannel> {
-    const channel = new PageChannel(hostname, port);
+  /** Connects to the pageserver at `hostname:port` through a link of the page I/O Worker `io`. */
+  static async open(io: PageIo, hostname: string, port: number): Promise<PageChannel> {
+    const channel = new PageChannel(io, hostname, port);
     try {
       await channel.#connected;
     } catch (error) {
@@ -73,8 +92,10 @@ export class PageChannel {
     return channel;
   }
 
-  private constructor(hostname: string, port: number) {
-    this.#worker = new Worker(new URL("./page_io_worker.ts", import.meta.url), { type: "module" });
+  private constructor(io: PageIo, hostname: string, port: number) {
+    const { port1, port2 } = new MessageChannel();
+    io.postMessage({ op: "link", port: port2 }, [port2]);
+    this.#port = port1;
     this.#command({
       op: "init",
       control: this.#control.buffer as SharedArrayBuffer,
@@ -82,7 +103,7 @@ export class PageChannel {
       reply: this.#reply_area.buffer as SharedArrayBuffer,
     });
     this.#connected = new Promise((resolve, reject) => {
-      this.#worker.onmessage = (event: MessageEvent<IoEvent>) => {
+      this.#port.onmessage = (event: MessageEvent<IoEvent>) => {
         const e = event.data;
         if (e.op === "connected") resolve();
         else if (e.op === "disconnected") {
@@ -137,11 +158,11 @@ export class PageChannel {
     return reply;
   }
 
-  /** Closes the connection and the Worker. */
+  /** Closes the connection and its link. */
   close(): void {
     this.#fail(new PageserverUnavailableError("the channel to the pageserver is closed"));
     this.#command({ op: "close" });
-    this.#worker.terminate();
+    this.#port.close();
   }
 
   #id(): number {
@@ -177,6 +198,6 @@ export class PageChannel {
   }
 
   #command(command: IoCommand): void {
-    this.#worker.postMessage(command);
+    this.#port.postMessage(command);
   }
 }

@@ -15,7 +15,13 @@ export const REPLY_AREA_BYTES = 4 * 1024 * 1024;
 /** Indexes in the control array (Int32). */
 export const CONTROL = { REQUEST_LENGTH: 0, REPLY_SEQ: 1, REPLY_LENGTH: 2, WORDS: 3 } as const;
 
-/** Engine thread to I/O Worker. */
+/**
+ * To the I/O Worker itself, or to a bootstrap port it was given: a new link, one TCP connection driven through
+ * `port` by {@linkcode IoCommand}s; or a port on which more links will come.
+ */
+export type IoSetup = { op: "link"; port: MessagePort } | { op: "bootstrap"; port: MessagePort };
+
+/** Engine thread to I/O Worker, on a link's port. */
 export type IoCommand =
   | { op: "init"; control: SharedArrayBuffer; request: SharedArrayBuffer; reply: SharedArrayBuffer }
   | { op: "connect"; hostname: string; port: number }
@@ -23,7 +29,7 @@ export type IoCommand =
   | { op: "sync" }
   | { op: "close" };
 
-/** I/O Worker to engine thread. */
+/** I/O Worker to engine thread, on a link's port. */
 export type IoEvent =
   | { op: "connected" }
   | { op: "disconnected"; reason: string }

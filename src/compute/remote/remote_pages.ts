@@ -3,8 +3,9 @@
  * one way, in order, ahead of any later read, so the pageserver always has what this compute wrote before it reads
  * it back; each read still says how new a version it needs (`not_modified_since`, from a bounded last-written-LSN
  * cache with a per-file fallback, as Neon's), and the pageserver refuses rather than answer with an older one.
- * A sequential read fetches the blocks after it in one request (read-ahead). This compute is the only writer of
- * its timeline (it holds the term), so file metadata it learnt stays true and is cached; its own events update it.
+ * A sequential read fetches the blocks after it in one request (read-ahead). Once this compute owns its timeline (it
+ * holds the term, so it is the only writer), it holds the whole file tree, listed once, and keeps it current with its
+ * own events: stat and readdir cost no round trip (crash recovery alone stats every file of the data directory).
  *
  * @module
  */
@@ -12,7 +13,7 @@ import assert from "node:assert/strict";
 import type { Lsn } from "../../lsn.ts";
 import { LSN_MAX } from "../../lsn.ts";
 import type { WalSource } from "../../replication/wal_api.ts";
-import { MAX_PAGES_PER_REQUEST, type PageKey, type PutRecord } from "../../pageserver/messages.ts";
+import { type FileEntry, MAX_PAGES_PER_REQUEST, type PageKey, type PutRecord } from "../../pageserver/messages.ts";
 import type { ComputePages, FileEvent, PageValue, PathMeta } from "../../storage/page_api.ts";
 import { BLOCK_SIZE } from "../../storage/page_api.ts";
 import type { PageChannel } from "./page_channel.ts";
@@ -23,6 +24,8 @@ const SEND_BATCH_BYTES = 256 * 1024;
 const LAST_WRITTEN_PAGES = 64 * 1024;
 /** The most pages a read-ahead asks for at once. */
 const READ_AHEAD_PAGES = 32;
+/** Files of at most this many pages are read whole at their first miss. */
+const SMALL_FILE_PAGES = 16;
 /** The most read-ahead pages held, not yet read. */
 const PREFETCHED_PAGES = 1024;
 /** WAL sent to the pageserver in pieces of at most this many bytes. */
@@ -43,8 +46,11 @@ export class RemotePages implements ComputePages {
   readonly #file_written = new Map<string, Lsn>();
   readonly #prefetched = new Map<string, Uint8Array | "zero">();
   readonly #last_read = new Map<string, number>();
+  /** Paths' metadata: before the listing, what was asked (null: absent); after it, every path there is. */
   readonly #meta = new Map<string, PathMeta | null>();
-  readonly #dirs = new Map<string, string[]>();
+  /** Each directory's names, from the listing on. */
+  readonly #children = new Map<string, Set<string>>();
+  #listed = false;
   #shipped_lsn: Lsn;
   /** Requests, pages and time spent waiting for the pageserver. */
   readonly stats: RemotePageStats = { requests: 0, pages: 0, prefetched_hits: 0, request_ms: 0 };
@@ -62,11 +68,27 @@ export class RemotePages implements ComputePages {
 
   /**
    * Makes this compute the timeline's writer: `term` is what its election gave it, `wal` where committed WAL is
-   * read to send it on. Reads work before; writes only after.
+   * read to send it on, `files` the timeline's whole tree as the pageserver listed it after the compute took the
+   * timeline. Reads work before; writes only after.
    */
-  own(term: bigint, wal: WalSource): void {
+  own(term: bigint, wal: WalSource, files: FileEntry[]): void {
     this.#term = term;
     this.#wal = wal;
+    this.#meta.clear();
+    this.#prefetched.clear();
+    this.#children.set("", new Set());
+    for (const { path, meta } of files) {
+      this.#meta.set(path, meta);
+      if (meta.kind === "dir" && !this.#children.has(path)) this.#children.set(path, new Set());
+      this.#childrenOf(parentOf(path)).add(path.slice(path.lastIndexOf("/") + 1));
+    }
+    this.#listed = true;
+  }
+
+  #childrenOf(dir: string): Set<string> {
+    let names = this.#children.get(dir);
+    if (names === undefined) this.#children.set(dir, names = new Set());
+    return names;
   }
 
   getPage(path: string, blkno: number, lsn: Lsn): Uint8Array | undefined {
@@ -82,8 +104,11 @@ export class RemotePages implements ComputePages {
     }
     const meta = this.stat(path, lsn);
     if (meta?.kind !== "file") return undefined;
-    const last_block = Math.ceil(meta.size_bytes / BLOCK_SIZE) - 1;
-    const count = sequential ? Math.max(1, Math.min(READ_AHEAD_PAGES, last_block - blkno + 1)) : 1;
+    const blocks = Math.ceil(meta.size_bytes / BLOCK_SIZE);
+    // A small file (a catalog, most indexes' upper levels) is read whole on its first miss: Postgres's start and
+    // a cold session read dozens of them a block or two at a time.
+    const whole = blkno === 0 && blocks <= SMALL_FILE_PAGES;
+    const count = sequential || whole ? Math.max(1, Math.min(READ_AHEAD_PAGES, blocks - blkno)) : 1;
     const keys: PageKey[] = [];
     for (let b = blkno; b < blkno + count; b++) {
       keys.push({ path, blkno: b, not_modified_since: this.#lastWritten(path, b) });
@@ -112,8 +137,9 @@ export class RemotePages implements ComputePages {
 
   stat(path: string, lsn: Lsn): PathMeta | undefined {
     assert(lsn === LSN_MAX, "a compute reads the newest version of its own timeline");
+    if (path === "") return { kind: "dir" };
     const known = this.#meta.get(path);
-    if (known !== undefined) return known ?? undefined;
+    if (known !== undefined || this.#listed) return known ?? undefined;
     this.#sendRecords();
     const reply = this.#channel.requestSync({ type: "stat", timeline_id: this.timeline_id, lsn, path });
     assert(reply.type === "stat_ok", `stat answered with ${reply.type}`);
@@ -123,13 +149,10 @@ export class RemotePages implements ComputePages {
 
   readdir(path: string, lsn: Lsn): string[] {
     assert(lsn === LSN_MAX, "a compute reads the newest version of its own timeline");
-    const known = this.#dirs.get(path);
-    if (known !== undefined) return [...known];
-    this.#sendRecords();
+    if (this.#listed) return this.stat(path, lsn)?.kind === "dir" ? [...this.#childrenOf(path)].sort() : [];
     const reply = this.#channel.requestSync({ type: "readdir", timeline_id: this.timeline_id, lsn, path });
     assert(reply.type === "readdir_ok", `readdir answered with ${reply.type}`);
-    this.#dirs.set(path, reply.names);
-    return [...reply.names];
+    return reply.names;
   }
 
   putPage(path: string, blkno: number, lsn: Lsn, value: PageValue): void {
@@ -152,13 +175,15 @@ export class RemotePages implements ComputePages {
   }
 
   #applyEvent(path: string, event: FileEvent): void {
-    const slash = path.lastIndexOf("/");
-    const parent = slash < 0 ? "" : path.slice(0, slash);
+    assert(this.#listed, "a compute writes only after it owns the timeline");
+    const name = path.slice(path.lastIndexOf("/") + 1);
     if (event.kind === "create") this.#meta.set(path, { kind: "file", size_bytes: 0 });
     else if (event.kind === "resize") this.#meta.set(path, { kind: "file", size_bytes: event.size_bytes });
     else if (event.kind === "mkdir") this.#meta.set(path, { kind: "dir" });
-    else this.#meta.set(path, null);
-    if (event.kind !== "resize") this.#dirs.delete(parent);
+    else this.#meta.delete(path);
+    if (event.kind === "create" || event.kind === "mkdir") this.#childrenOf(parentOf(path)).add(name);
+    if (event.kind === "unlink" || event.kind === "rmdir") this.#childrenOf(parentOf(path)).delete(name);
+    if (event.kind === "rmdir") this.#children.delete(path);
   }
 
   #noteWritten(key: string, lsn: Lsn): void {
@@ -226,4 +251,9 @@ export class RemotePages implements ComputePages {
     if (this.#channel.failure === undefined) this.#sendRecords();
     return Promise.resolve();
   }
+}
+
+function parentOf(path: string): string {
+  const slash = path.lastIndexOf("/");
+  return slash < 0 ? "" : path.slice(0, slash);
 }

@@ -14,7 +14,8 @@ import type { Logger } from "../../logger.ts";
 import type { BranchAt } from "../../replication/branch_point.ts";
 import { parseSafekeeperAddress, type SafekeeperAddress } from "../../replication/safekeeper_client.ts";
 import { closeStorage } from "../../timelines.ts";
-import { PageChannel } from "./page_channel.ts";
+import { loadArtifacts } from "../engine.ts";
+import { PageChannel, type PageIo, startPageIoWorker } from "./page_channel.ts";
 import { openRemoteTimeline, type RemoteTimeline } from "./remote_timeline.ts";
 
 /** Reconnecting to a lost pageserver tries this often (ms), for at most {@linkcode RECONNECT_LIMIT_MS}. */
@@ -32,6 +33,11 @@ export type RemoteTenantOptions = {
   /** How a compute runs (page cache, checkpoints). */
   compute: Omit<ComputeOptions, "segment_size" | "read_only" | "reopen_storage" | "log">;
   election_timeout_ms?: number;
+  /**
+   * A bootstrap port of a page I/O Worker started on the main thread ({@linkcode pageIoPort}); without it the
+   * tenant starts its own Worker (slow to start when this thread is itself a Worker).
+   */
+  io?: MessagePort;
   log: Logger;
 };
 
@@ -46,9 +52,13 @@ export class RemoteTenant {
   readonly #computes = new Map<string, Promise<Compute>>();
   readonly #storages = new Set<RemoteTimeline>();
   #reconnecting: Promise<PageChannel> | undefined;
+  readonly #io: PageIo;
+  readonly #own_io: Worker | undefined;
 
-  private constructor(options: RemoteTenantOptions, channel: PageChannel) {
+  private constructor(options: RemoteTenantOptions, channel: PageChannel, io: PageIo, own_io: Worker | undefined) {
     this.#options = options;
+    this.#io = io;
+    this.#own_io = own_io;
     this.#address = parsePageserver(options.pageserver);
     this.#safekeepers = options.safekeepers.map(parseSafekeeperAddress);
     this.#channel = channel;
@@ -59,10 +69,22 @@ export class RemoteTenant {
     if (options.safekeepers.length === 0) {
       throw new ConfigurationError("a compute on a pageserver needs --safekeepers: they make its WAL durable");
     }
+    // Compiling PGlite's WASM takes tens of ms: overlap it with connecting (its error surfaces where it is awaited).
+    loadArtifacts().catch(() => {});
     const { hostname, port } = parsePageserver(options.pageserver);
-    const tenant = new RemoteTenant(options, await PageChannel.open(hostname, port));
-    await tenant.#hello(tenant.#channel);
-    return tenant;
+    const own_io = options.io === undefined ? startPageIoWorker() : undefined;
+    const io = options.io ?? own_io!;
+    let channel: PageChannel | undefined;
+    try {
+      channel = await PageChannel.open(io, hostname, port);
+      const tenant = new RemoteTenant(options, channel, io, own_io);
+      await tenant.#hello(channel);
+      return tenant;
+    } catch (error) {
+      channel?.close();
+      own_io?.terminate();
+      throw error;
+    }
   }
 
   async #hello(channel: PageChannel): Promise<void> {
@@ -132,7 +154,7 @@ export class RemoteTenant {
       const deadline_ms = performance.now() + RECONNECT_LIMIT_MS;
       for (;;) {
         try {
-          const channel = await PageChannel.open(this.#address.hostname, this.#address.port);
+          const channel = await PageChannel.open(this.#io, this.#address.hostname, this.#address.port);
           await this.#hello(channel);
           this.#channel.close();
           this.#channel = channel;
@@ -186,6 +208,7 @@ export class RemoteTenant {
     this.#computes.clear();
     for (const storage of [...this.#storages]) await this.#closeTimeline(storage);
     this.#channel.close();
+    this.#own_io?.terminate();
   }
 }
 

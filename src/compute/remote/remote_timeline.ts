@@ -15,6 +15,7 @@ import { WalLog } from "../../replication/wal_log.ts";
 import { CorruptDataError } from "../../errors.ts";
 import type { TimelineStorage } from "../compute.ts";
 import { parseControlFile } from "../pg_control.ts";
+import type { FileEntry } from "../../pageserver/messages.ts";
 import type { PageChannel } from "./page_channel.ts";
 import { RemotePages } from "./remote_pages.ts";
 import { RemoteWalSource } from "./remote_wal.ts";
@@ -78,7 +79,7 @@ export async function openRemoteTimeline(options: RemoteTimelineOptions): Promis
     await quorum.close();
     throw error;
   });
-  pages.own(term, wal);
+  pages.own(term, wal, await listFiles(channel, timeline_id));
   log("timeline_attached", {
     branch: options.branch,
     timeline_id,
@@ -87,6 +88,18 @@ export async function openRemoteTimeline(options: RemoteTimelineOptions): Promis
     wal_end: formatLsn(quorum.end_lsn),
   });
   return { pages, wal, remote: pages, failed: () => channel.failure !== undefined };
+}
+
+/** The timeline's whole file tree at its head, in as many pages as it takes. */
+async function listFiles(channel: PageChannel, timeline_id: string): Promise<FileEntry[]> {
+  const entries: FileEntry[] = [];
+  for (let after = "";;) {
+    const reply = await channel.request({ type: "list_files", timeline_id, lsn: LSN_MAX, after });
+    if (reply.type !== "files") throw new Error(`list_files answered with ${reply.type}`);
+    entries.push(...reply.entries);
+    if (!reply.more || reply.entries.length === 0) return entries;
+    after = reply.entries.at(-1)!.path;
+  }
 }
 
 /** Copies the timeline's own WAL the pageserver holds, [from, end), into the local cache. */

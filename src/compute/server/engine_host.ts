@@ -21,6 +21,7 @@ import { LaneClient, makeLane } from "./engine_channel.ts";
 import { CopyFeedWriter, FEED_BYTES, makeCopyFeed } from "./copy_feed.ts";
 import { copyFail } from "../engine_guard.ts";
 import type { Logger } from "../../logger.ts";
+import { pageIoPort, startPageIoWorker } from "../remote/page_channel.ts";
 
 /** Requests in flight at once; each client connection has at most one, so this is far above need. */
 const MAX_PENDING = 10_000;
@@ -49,6 +50,8 @@ type Pending = { resolve: (value: unknown) => void; reject: (error: Error) => vo
 /** A Tarn engine running in a Worker. */
 export class EngineHost {
   readonly #worker: Worker;
+  /** The page I/O Worker of a compute on a pageserver. */
+  #page_io: Worker | undefined;
   readonly #pending = new Map<number, Pending>();
   readonly #backends = new Map<number, Attachment>();
   /** Read-write computes this thread holds attachments to, by branch. */
@@ -84,11 +87,15 @@ export class EngineHost {
     log: Logger = () => {},
   ): Promise<EngineHost> {
     const host = new EngineHost(log);
-    const open_options = { ...options, copy_feed: host.#copy_memory, copy_wait_ms: COPY_WAIT_MS };
+    // A compute's page I/O Worker starts here: started by the engine Worker, it would take ~500 ms to run.
+    host.#page_io = options.remote === undefined ? undefined : startPageIoWorker();
+    const io = host.#page_io === undefined ? undefined : pageIoPort(host.#page_io);
+    const remote = options.remote === undefined ? undefined : { ...options.remote, io };
+    const open_options = { ...options, remote, copy_feed: host.#copy_memory, copy_wait_ms: COPY_WAIT_MS };
     try {
-      await host.#call({ op: "open", id: 0, options: open_options, lane: host.#lane_memory });
+      await host.#call({ op: "open", id: 0, options: open_options, lane: host.#lane_memory }, io ? [io] : []);
     } catch (error) {
-      host.#worker.terminate();
+      host.#terminate();
       throw error;
     }
     return host;
@@ -154,9 +161,14 @@ export class EngineHost {
     try {
       if (this.#failure === undefined) await this.#call({ op: "close", id: 0 });
     } finally {
-      this.#worker.terminate();
+      this.#terminate();
       this.#fail(new Error("the engine is closed"));
     }
+  }
+
+  #terminate(): void {
+    this.#worker.terminate();
+    this.#page_io?.terminate();
   }
 
   #send(request: EngineRequest): void {
@@ -214,7 +226,7 @@ export class EngineHost {
   }
 
   /** A request by postMessage; `id` 0 takes a new one. */
-  #call(request: EngineRequest & { id: number }): Promise<unknown> {
+  #call(request: EngineRequest & { id: number }, transfer: Transferable[] = []): Promise<unknown> {
     if (this.#failure !== undefined) return Promise.reject(this.#failure);
     if (this.#pending.size >= MAX_PENDING) {
       return Promise.reject(new Error(`more than ${MAX_PENDING} requests wait for the engine`));
@@ -222,7 +234,7 @@ export class EngineHost {
     const id = request.id === 0 ? this.#next_id++ : request.id;
     return new Promise((resolve, reject) => {
       this.#pending.set(id, { resolve, reject });
-      this.#worker.postMessage({ ...request, id });
+      this.#worker.postMessage({ ...request, id }, transfer);
       this.#lane.posted();
     });
   }

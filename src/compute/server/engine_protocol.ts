@@ -29,7 +29,12 @@ export type EngineOpenOptions = {
   /** Safekeepers (`HOST:PORT`) for the WAL; none: local fsyncs. */
   safekeepers?: string[];
   /** Serve a tenant of a pageserver (`tarn compute`) instead of a data directory. */
-  remote?: { pageserver: string; tenant: string };
+  remote?: {
+    pageserver: string;
+    tenant: string;
+    /** A bootstrap port of the page I/O Worker the host started (`pageIoPort`). */
+    io?: MessagePort;
+  };
   /** Where COPY data reaches a statement waiting for it (`copy_feed.ts`). */
   copy_feed: CopyFeedMemory;
   /** A COPY FROM STDIN waiting longer than this for the client's data fails (ms). */

@@ -116,6 +116,7 @@ async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
     : await RemoteTenant.open({
       pageserver: options.remote.pageserver,
       tenant: options.remote.tenant,
+      io: options.remote.io,
       safekeepers: options.safekeepers ?? [],
       compute: {
         page_cache_pages: options.page_cache_pages,

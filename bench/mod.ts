@@ -7,6 +7,7 @@
 import { benchCreateBranch, benchFork, benchSuite } from "./branches.ts";
 import { benchCopy } from "./copy.ts";
 import { benchOpen } from "./open_time.ts";
+import { benchPageserver, printPageserver } from "./pageserver.ts";
 import { benchSafekeepers } from "./safekeepers.ts";
 import { benchServer } from "./server.ts";
 import { benchTpcb } from "./tpcb.ts";
@@ -114,3 +115,8 @@ for (const r of quorum) {
 const [embedded, three, one_down] = quorum;
 console.log(`3 safekeepers / embedded TPS: ${f(three.tps / embedded.tps, 2)} (target >= 0.7)`);
 console.log(`one safekeeper down / embedded TPS: ${f(one_down.tps / embedded.tps, 2)}`);
+
+console.log(
+  "\n## Pageserver: `tarn pageserver` GetPage@LSN; a remote `tarn compute` vs `tarn start` (3 safekeepers each)",
+);
+printPageserver(await benchPageserver(quick));

@@ -25,11 +25,11 @@ import type { PGlite } from "@electric-sql/pglite";
 export class EngineCrashedError extends Error {
   /** @param cause what Postgres threw */
   constructor(cause: unknown) {
-    super(
-      `the PostgreSQL engine failed while running this statement (${describe(cause)}); ` +
-        "it restarts from storage with every committed transaction: reconnect or run the statement again",
-      { cause },
-    );
+    // A compute that lost its quorum (a newer one took over) does not come back by restarting.
+    const advice = (cause as Error)?.name === "QuorumLostError"
+      ? ""
+      : "; it restarts from storage with every committed transaction: reconnect or run the statement again";
+    super(`the PostgreSQL engine failed while running this statement (${describe(cause)})${advice}`, { cause });
     this.name = "EngineCrashedError";
   }
 }

@@ -15,7 +15,7 @@ export const MAX_PAGES_PER_REQUEST = 256;
 /** The most entries one ListFiles reply carries; `more` says when another request must go on after the last. */
 export const MAX_FILES_PER_REPLY = 4096;
 /** The most WAL bytes one ReadWal returns. */
-export const MAX_WAL_READ_BYTES = 4 * 1024 * 1024;
+export const MAX_WAL_READ_BYTES = 1024 * 1024;
 
 /** What a compute writes: a page version or a file event. */
 export type PutRecord =

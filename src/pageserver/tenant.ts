@@ -24,6 +24,7 @@ import {
   type BranchInfo,
   type FileEntry,
   MAX_FILES_PER_REPLY,
+  MAX_WAL_READ_BYTES,
   type PageKey,
   type PageReply,
   type PutRecord,
@@ -230,7 +231,13 @@ export class Tenant {
   /** WAL bytes of the timeline (its ancestors' below its branch point). */
   async readWal(timeline_id: string, lsn_start: Lsn, lsn_end: Lsn): Promise<Uint8Array> {
     const { wal } = await this.#storage(timeline_id);
-    if (lsn_end < lsn_start || lsn_end > wal.end_lsn) {
+    if (lsn_end - lsn_start > BigInt(MAX_WAL_READ_BYTES)) {
+      throw new PageserverError(
+        "bad_request",
+        `a read of ${lsn_end - lsn_start} WAL bytes: at most ${MAX_WAL_READ_BYTES} are read at once`,
+      );
+    }
+    if (lsn_end < lsn_start || lsn_start < wal.start_lsn || lsn_end > wal.end_lsn) {
       throw new PageserverError(
         "lsn_out_of_range",
         `WAL ${formatLsn(lsn_start)}-${formatLsn(lsn_end)} is not inside timeline ${timeline_id}'s ` +

@@ -199,6 +199,11 @@ export class QuorumWal implements OwnWal {
     return this.#proposer.term;
   }
 
+  /** Why a newer proposer took the timeline over (a higher term), once it has; undefined while this one holds it. */
+  get deposed(): string | undefined {
+    return this.#proposer.state === "deposed" ? this.#proposer.deposed_reason : undefined;
+  }
+
   /** The first LSN still held locally. */
   get start_lsn(): Lsn {
     return this.#local.start_lsn;

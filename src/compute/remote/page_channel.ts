@@ -39,6 +39,8 @@ export function pageIoPort(worker: Worker): MessagePort {
 const SYNC_TIMEOUT_MS = 60_000;
 /** The most asynchronous requests waiting for replies. */
 const MAX_PENDING = 4096;
+/** One-way sends remembered until a reply shows the pageserver took them (a refusal then still names its timeline). */
+const MAX_ONE_WAY = 65_536;
 
 /** The pageserver cannot be reached, or the connection to it was lost. */
 export class PageserverUnavailableError extends Error {
@@ -59,7 +61,7 @@ export class PageserverRequestError extends Error {
    */
   constructor(code: string, message: string) {
     super(message);
-    this.name = code === "fenced" ? "ComputeFencedError" : "PageserverRequestError";
+    this.name = "PageserverRequestError";
     this.code = code;
   }
 }
@@ -79,6 +81,10 @@ export class PageChannel {
   failure: Error | undefined;
   /** Called once when the channel fails. */
   on_failure: (error: Error) => void = () => {};
+  /** Called when the pageserver refused a one-way send to `timeline_id` because a newer compute took it over. */
+  on_fenced: (timeline_id: string, error: PageserverRequestError) => void = (_, error) => this.#fail(error);
+  /** Timelines of one-way sends not yet known to be accepted, by request id (a later reply accepts them). */
+  readonly #one_way = new Map<number, string>();
 
   /** Connects to the pageserver at `hostname:port` through a link of the page I/O Worker `io`. */
   static async open(io: PageIo, hostname: string, port: number): Promise<PageChannel> {
@@ -129,10 +135,15 @@ export class PageChannel {
     });
   }
 
-  /** Sends a request that is answered only when it fails (a put, a WAL piece): the failure poisons the channel. */
-  send(request: RequestBody): void {
+  /**
+   * Sends a request that is answered only when it fails (a put, a WAL piece). A refusal because a newer compute
+   * fenced the timeline goes to {@linkcode PageChannel.on_fenced}; any other failure poisons the channel.
+   */
+  send(request: RequestBody & { timeline_id: string }): void {
     if (this.failure !== undefined) throw this.failure;
     const id = this.#id();
+    if (this.#one_way.size >= MAX_ONE_WAY) this.#one_way.delete(this.#one_way.keys().next().value!);
+    this.#one_way.set(id, request.timeline_id);
     this.#command({ op: "send", bytes: encodeMessage({ ...request, id } as Request) });
   }
 
@@ -154,6 +165,7 @@ export class PageChannel {
     const length = Atomics.load(this.#control, CONTROL.REPLY_LENGTH);
     if (length < 0) throw this.failure ?? new PageserverUnavailableError("the connection to the pageserver was lost");
     const reply = decodeMessage({ type: this.#reply_area[0], body: this.#reply_area.slice(1, length) }) as Reply;
+    this.#accepted(reply.id);
     if (reply.type === "error") throw new PageserverRequestError(reply.code, reply.message);
     return reply;
   }
@@ -181,12 +193,26 @@ export class PageChannel {
     const waiter = this.#waiters.get(reply.id);
     if (waiter === undefined) {
       // No one waits for it: the failure of a one-way send (or of the stream itself, id 0).
-      if (reply.type === "error") this.#fail(new PageserverRequestError(reply.code, reply.message));
+      if (reply.type !== "error") return;
+      const error = new PageserverRequestError(reply.code, reply.message);
+      const timeline_id = this.#one_way.get(reply.id);
+      if (reply.code === "fenced" && timeline_id !== undefined) this.on_fenced(timeline_id, error);
+      else this.#fail(error);
       return;
     }
+    this.#accepted(reply.id);
     this.#waiters.delete(reply.id);
     if (reply.type === "error") waiter.reject(new PageserverRequestError(reply.code, reply.message));
     else waiter.resolve(reply);
+  }
+
+  /** The pageserver answers in order: every one-way send before request `reply_id` was taken. */
+  #accepted(reply_id: number): void {
+    const upto = reply_id & ~SYNC_BIT;
+    for (const id of this.#one_way.keys()) {
+      if (id >= upto) break;
+      this.#one_way.delete(id);
+    }
   }
 
   #fail(error: Error): void {

@@ -51,6 +51,8 @@ export class RemotePages implements ComputePages {
   /** Each directory's names, from the listing on. */
   readonly #children = new Map<string, Set<string>>();
   #listed = false;
+  /** Why the pageserver refused this compute's writes: a newer compute took the timeline over. */
+  fenced: string | undefined;
   #shipped_lsn: Lsn;
   /** Requests, pages and time spent waiting for the pageserver. */
   readonly stats: RemotePageStats = { requests: 0, pages: 0, prefetched_hits: 0, request_ms: 0 };
@@ -204,6 +206,12 @@ export class RemotePages implements ComputePages {
 
   #sendRecords(): void {
     if (this.#records.length === 0) return;
+    if (this.fenced !== undefined) {
+      // The pageserver refuses them: the engine fails at its next statement (ComputeFencedError).
+      this.#records = [];
+      this.#record_bytes = 0;
+      return;
+    }
     const records = this.#records;
     this.#records = [];
     this.#record_bytes = 0;

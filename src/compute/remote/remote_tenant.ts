@@ -15,6 +15,7 @@ import type { BranchAt } from "../../replication/branch_point.ts";
 import { parseSafekeeperAddress, type SafekeeperAddress } from "../../replication/safekeeper_client.ts";
 import { closeStorage } from "../../timelines.ts";
 import { loadArtifacts } from "../engine.ts";
+import { ComputeFencedError } from "./compute_fenced_error.ts";
 import { PageChannel, type PageIo, startPageIoWorker } from "./page_channel.ts";
 import { openRemoteTimeline, type RemoteTimeline } from "./remote_timeline.ts";
 
@@ -93,6 +94,18 @@ export class RemoteTenant {
     this.#tenant_id = reply.tenant_id;
     this.#segment_size = reply.segment_size;
     channel.on_failure = (error) => this.#lost(error);
+    channel.on_fenced = (timeline_id, error) => this.#fenced(timeline_id, error.message);
+  }
+
+  /** A newer compute took `timeline_id` over: its compute fails, and stays failed (`ComputeFencedError`). */
+  #fenced(timeline_id: string, reason: string): void {
+    for (const storage of this.#storages) {
+      if (storage.remote.timeline_id !== timeline_id || storage.remote.fenced !== undefined) continue;
+      storage.remote.fenced = reason;
+      this.#options.log("fenced", { branch: storage.branch, timeline_id, reason });
+      const error = new ComputeFencedError(storage.branch, reason);
+      this.#computes.get(storage.branch)?.then((c) => c.failStorage(error), () => {});
+    }
   }
 
   /** The connection was lost: every compute fails now, and reopens its storage at its next use. */
@@ -123,7 +136,9 @@ export class RemoteTenant {
       read_only: false,
       log: this.#options.log,
       reopen_storage: async (failed) => {
+        const fenced = (failed as RemoteTimeline).fenced();
         await this.#closeTimeline(failed);
+        if (fenced !== undefined) throw new ComputeFencedError(branch, fenced);
         return await this.#openTimeline(branch);
       },
     });

@@ -36,8 +36,12 @@ export type RemoteTimelineOptions = {
   log: Logger;
 };
 
-/** A remote timeline's storage, and the pages' counters. */
-export type RemoteTimeline = TimelineStorage & { remote: RemotePages };
+/** A remote timeline's storage, its branch, the pages' counters, and why a newer compute fenced it, once one has. */
+export type RemoteTimeline = TimelineStorage & {
+  branch: string;
+  remote: RemotePages;
+  fenced: () => string | undefined;
+};
 
 /** Opens `branch`'s timeline: WAL cache filled, elected by the safekeepers, attached at the pageserver. */
 export async function openRemoteTimeline(options: RemoteTimelineOptions): Promise<RemoteTimeline> {
@@ -87,7 +91,14 @@ export async function openRemoteTimeline(options: RemoteTimelineOptions): Promis
     redo: formatLsn(redo_lsn),
     wal_end: formatLsn(quorum.end_lsn),
   });
-  return { pages, wal, remote: pages, failed: () => channel.failure !== undefined };
+  return {
+    pages,
+    wal,
+    remote: pages,
+    branch: options.branch,
+    failed: () => channel.failure !== undefined || quorum.deposed !== undefined || pages.fenced !== undefined,
+    fenced: () => quorum.deposed ?? pages.fenced,
+  };
 }
 
 /** The timeline's whole file tree at its head, in as many pages as it takes. */

@@ -87,14 +87,15 @@ processTest(
       let pageserver = ps;
       const loop = async (until_ms: number) => {
         while (performance.now() < until_ms) {
-          const sql = connect(compute);
+          const client = new pg.Client({ connectionString: urlOf(compute) });
+          client.on("error", () => {});
           try {
-            for (;;) {
-              if (performance.now() >= until_ms) return;
+            await client.connect();
+            while (performance.now() < until_ms) {
               attempted++;
-              const [row] = await sql`update counter set v = v + 1 where id = 1 returning v`;
+              const { rows: [row] } = await client.query("update counter set v = v + 1 where id = 1 returning v");
               acknowledged++;
-              const [read] = await sql`select v from counter where id = 1`;
+              const { rows: [read] } = await client.query("select v from counter where id = 1");
               ok(read.v >= row.v, `read ${read.v} after writing ${row.v}`);
               ok(row.v >= acknowledged, `counter ${row.v} after ${acknowledged} acknowledged updates`);
             }
@@ -103,7 +104,7 @@ processTest(
             failures++;
             await sleep(100);
           } finally {
-            await sql.end().catch(() => {});
+            await client.end().catch(() => {});
           }
         }
       };
@@ -120,7 +121,6 @@ processTest(
       ok(v >= acknowledged && v <= attempted, `counter ${v}: ${acknowledged} acknowledged, ${attempted} attempted`);
       ok(acknowledged > 20, `only ${acknowledged} updates went through (${failures} failures)`);
     }),
-  true,
 );
 
 processTest(

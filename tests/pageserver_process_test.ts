@@ -157,5 +157,13 @@ processTest(
       equal(unknown.status, 404);
       match((await unknown.json()).error.message, /nope/);
       await Promise.all([a.end(), u.end(), d.end()]);
+
+      // The compute's own port answers /status and /metrics with what it sees of the pageserver.
+      const status = await (await fetch(`http://127.0.0.1:${acme.port}/status`)).json();
+      equal(status.branches[0].branch, "main");
+      ok(status.branches[0].getpage.requests > 0 && status.branches[0].wal.flushes > 0, JSON.stringify(status));
+      const metrics = await (await fetch(`http://127.0.0.1:${acme.port}/metrics`)).text();
+      match(metrics, /^tarn_compute_getpage_requests_total\{branch="main",timeline="[0-9a-f]{32}"\} [1-9]/m);
+      match(metrics, /^tarn_statement_seconds_count [1-9]/m);
     }),
 );

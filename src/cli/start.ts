@@ -76,7 +76,7 @@ export async function serveUntilSignal(
 ): Promise<void> {
   const { log } = options;
   const admin = (request: AdminRequest) => engine.admin(request);
-  const server = TarnServer.start(engine, { ...options, admin });
+  const server = TarnServer.start(engine, { ...options, admin, branch_stats: () => engine.stats() });
   if (dir !== undefined) await writeServerFile(dir, options.hostname, server.port);
   log("listening", { host: options.hostname, port: server.port, data: dir });
   let signals = 0;

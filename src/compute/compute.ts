@@ -15,6 +15,7 @@ import { Checkpointer } from "./checkpointer.ts";
 import { startPostgres } from "./engine.ts";
 import { type CopyInput, EngineGuard } from "./engine_guard.ts";
 import { parseControlFile } from "./pg_control.ts";
+import type { PageCacheStats } from "./page_cache.ts";
 import { TarnFS, type TarnFsState } from "./tarn_fs.ts";
 import type { WasmSnapshot } from "./wasm_snapshot.ts";
 import type { Logger } from "../logger.ts";
@@ -75,6 +76,11 @@ export class Compute {
   #stopped = false;
   /** Why the last rewind restarted Postgres instead (undefined when it rewound in place). */
   last_rewind_fallback: string | undefined;
+
+  /** The page cache's counters since Postgres last started. */
+  get page_cache(): PageCacheStats {
+    return { ...this.#fs.cache.stats };
+  }
 
   private constructor(storage: TimelineStorage, options: ComputeOptions) {
     this.#storage = storage;

@@ -3,26 +3,19 @@
  *
  * @module
  */
+import { LatencyHistogram } from "../latency_histogram.ts";
 import type { Tenant } from "./tenant.ts";
-
-/** Upper bounds of the GetPage latency buckets, in seconds (Prometheus convention). */
-const BUCKETS_S = [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.1, 1];
 
 /** Counters shared by every connection. */
 export class PageserverMetrics {
   /** Pages served. */
   pages = 0;
-  readonly #bucket_counts = new Array<number>(BUCKETS_S.length).fill(0);
-  #requests = 0;
-  #sum_s = 0;
+  readonly #latency = new LatencyHistogram();
 
   /** Records a GetPages request of `count` pages that took `elapsed_ms`. */
   getPages(count: number, elapsed_ms: number): void {
     this.pages += count;
-    this.#requests++;
-    this.#sum_s += elapsed_ms / 1000;
-    const i = BUCKETS_S.findIndex((le) => elapsed_ms / 1000 <= le);
-    if (i >= 0) this.#bucket_counts[i]++;
+    this.#latency.observe(elapsed_ms);
   }
 
   /** Prometheus text format 0.0.4. */
@@ -34,18 +27,9 @@ export class PageserverMetrics {
       "# HELP tarn_pageserver_getpage_pages_total Pages served.",
       "# TYPE tarn_pageserver_getpage_pages_total counter",
       `tarn_pageserver_getpage_pages_total ${this.pages}`,
-      "# HELP tarn_pageserver_getpage_seconds GetPages request latency inside the pageserver.",
-      "# TYPE tarn_pageserver_getpage_seconds histogram",
+      ...this.#latency.lines("tarn_pageserver_getpage_seconds", "GetPages request latency inside the pageserver."),
     ];
-    let cumulative = 0;
-    BUCKETS_S.forEach((le, i) => {
-      cumulative += this.#bucket_counts[i];
-      lines.push(`tarn_pageserver_getpage_seconds_bucket{le="${le}"} ${cumulative}`);
-    });
     lines.push(
-      `tarn_pageserver_getpage_seconds_bucket{le="+Inf"} ${this.#requests}`,
-      `tarn_pageserver_getpage_seconds_sum ${this.#sum_s}`,
-      `tarn_pageserver_getpage_seconds_count ${this.#requests}`,
       "# HELP tarn_pageserver_ingest_bytes_total Page, event and WAL bytes received from computes.",
       "# TYPE tarn_pageserver_ingest_bytes_total counter",
     );

@@ -76,6 +76,8 @@ export class QuorumWal implements OwnWal {
   /** Pieces of #pending from here on are not yet taken by the proposer. */
   #fed_lsn: Lsn;
   readonly #waiters: Waiter[] = [];
+  /** Flushes that waited for a majority, and how long they waited in all (ms): the WAL commit lag. */
+  readonly stats = { flushes: 0, flush_wait_ms: 0 };
   #ticker: ReturnType<typeof setInterval> | undefined;
   #stall_logged = false;
   /** Ends the current `#waitUntil` pause early (a safekeeper answered). */
@@ -353,7 +355,13 @@ export class QuorumWal implements OwnWal {
       );
     }
     const flushed = this.flush_lsn;
-    while (this.#waiters.length > 0 && this.#waiters[0].target_lsn <= flushed) this.#waiters.shift()!.resolve(flushed);
+    const now_ms = performance.now();
+    while (this.#waiters.length > 0 && this.#waiters[0].target_lsn <= flushed) {
+      const waiter = this.#waiters.shift()!;
+      this.stats.flushes++;
+      this.stats.flush_wait_ms += now_ms - waiter.since_ms;
+      waiter.resolve(flushed);
+    }
     if (this.#fed_lsn < this.#end_lsn) this.#feed();
   }
 

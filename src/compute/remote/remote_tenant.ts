@@ -15,6 +15,9 @@ import type { BranchAt } from "../../replication/branch_point.ts";
 import { parseSafekeeperAddress, type SafekeeperAddress } from "../../replication/safekeeper_client.ts";
 import { closeStorage } from "../../timelines.ts";
 import { loadArtifacts } from "../engine.ts";
+import type { PageCacheStats } from "../page_cache.ts";
+import { formatLsn } from "../../lsn.ts";
+import type { RemotePageStats } from "./remote_pages.ts";
 import { ComputeFencedError } from "./compute_fenced_error.ts";
 import { PageChannel, type PageIo, startPageIoWorker } from "./page_channel.ts";
 import { openRemoteTimeline, type RemoteTimeline } from "./remote_timeline.ts";
@@ -22,6 +25,22 @@ import { openRemoteTimeline, type RemoteTimeline } from "./remote_timeline.ts";
 /** Reconnecting to a lost pageserver tries this often (ms), for at most {@linkcode RECONNECT_LIMIT_MS}. */
 const RECONNECT_EVERY_MS = 250;
 const RECONNECT_LIMIT_MS = 120_000;
+
+/** One served branch, for `/status` and `/metrics`. */
+export type BranchStats = {
+  branch: string;
+  timeline_id: string;
+  term: number;
+  /** Times its Postgres failed and restarted from storage. */
+  restarts: number;
+  page_cache: PageCacheStats;
+  /** Requests to the pageserver for pages, the pages they carried, read-ahead pages used, time waited (ms). */
+  getpage: RemotePageStats;
+  /** The WAL: written and committed ends, and the commits that waited for a majority, how long in all (ms). */
+  wal: { end_lsn: string; commit_lsn: string; flushes: number; flush_wait_ms: number };
+  /** Why a newer compute took it over, once one has. */
+  fenced: string | undefined;
+};
 
 /** Options of {@linkcode RemoteTenant.open}. */
 export type RemoteTenantOptions = {
@@ -184,13 +203,29 @@ export class RemoteTenant {
     return this.#reconnecting;
   }
 
-  /** Page counters of every open timeline, for `/metrics`. */
-  pageStats(): { requests: number; pages: number; prefetched_hits: number; request_ms: number } {
-    const total = { requests: 0, pages: 0, prefetched_hits: 0, request_ms: 0 };
-    for (const s of this.#storages) {
-      for (const key of Object.keys(total) as (keyof typeof total)[]) total[key] += s.remote.stats[key];
+  /** What `/status` and `/metrics` show of each branch this compute serves. */
+  async stats(): Promise<BranchStats[]> {
+    const out: BranchStats[] = [];
+    for (const storage of this.#storages) {
+      const compute = await this.#computes.get(storage.branch)?.catch(() => undefined);
+      const { quorum, remote } = storage;
+      out.push({
+        branch: storage.branch,
+        timeline_id: remote.timeline_id,
+        term: Number(quorum.term),
+        restarts: compute?.restarts ?? 0,
+        page_cache: compute?.page_cache ?? { hits: 0, misses: 0, evictions: 0 },
+        getpage: { ...remote.stats },
+        wal: {
+          end_lsn: formatLsn(quorum.end_lsn),
+          commit_lsn: formatLsn(quorum.flush_lsn),
+          flushes: quorum.stats.flushes,
+          flush_wait_ms: quorum.stats.flush_wait_ms,
+        },
+        fenced: storage.fenced(),
+      });
     }
-    return total;
+    return out;
   }
 
   /** Branch administration runs on the pageserver, through its HTTP API. */

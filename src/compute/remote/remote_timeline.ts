@@ -40,6 +40,7 @@ export type RemoteTimelineOptions = {
 export type RemoteTimeline = TimelineStorage & {
   branch: string;
   remote: RemotePages;
+  quorum: QuorumWal;
   fenced: () => string | undefined;
 };
 
@@ -96,6 +97,7 @@ export async function openRemoteTimeline(options: RemoteTimelineOptions): Promis
     wal,
     remote: pages,
     branch: options.branch,
+    quorum,
     failed: () => channel.failure !== undefined || quorum.deposed !== undefined || pages.fenced !== undefined,
     fenced: () => quorum.deposed ?? pages.fenced,
   };

@@ -18,14 +18,19 @@ export function isHttpRequest(head: Uint8Array): boolean {
   return text === "POST" || text === "GET ";
 }
 
-/** Serves one HTTP request: `POST /admin` with an {@linkcode AdminRequest} as JSON, or `GET /metrics`. */
-export async function serveAdminHttp(
-  conn: Deno.Conn,
-  received: Uint8Array,
-  admin: ((request: AdminRequest) => Promise<unknown>) | undefined,
-  metrics?: () => string,
-): Promise<void> {
-  const reply = await answer(conn, received, admin, metrics);
+/** What the HTTP requests reach: administration, metrics and status; each undefined when not served. */
+export type AdminHandlers = {
+  admin?: (request: AdminRequest) => Promise<unknown>;
+  metrics?: () => Promise<string>;
+  status?: () => Promise<unknown>;
+};
+
+/**
+ * Serves one HTTP request: `POST /admin` with an {@linkcode AdminRequest} as JSON, `GET /metrics` (Prometheus) or
+ * `GET /status` (JSON).
+ */
+export async function serveAdminHttp(conn: Deno.Conn, received: Uint8Array, handlers: AdminHandlers): Promise<void> {
+  const reply = await answer(conn, received, handlers);
   const text = typeof reply.body === "string";
   const body = new TextEncoder().encode(text ? reply.body as string : JSON.stringify(reply.body));
   const type = text ? "text/plain; version=0.0.4" : "application/json";
@@ -37,12 +42,8 @@ export async function serveAdminHttp(
 
 type Reply = { status: string; body: unknown };
 
-async function answer(
-  conn: Deno.Conn,
-  received: Uint8Array,
-  admin: ((request: AdminRequest) => Promise<unknown>) | undefined,
-  metrics: (() => string) | undefined,
-): Promise<Reply> {
+async function answer(conn: Deno.Conn, received: Uint8Array, handlers: AdminHandlers): Promise<Reply> {
+  const { admin, metrics, status } = handlers;
   const peer = (conn.remoteAddr as Deno.NetAddr).hostname;
   if (peer !== "127.0.0.1" && peer !== "::1") {
     return failure("403 Forbidden", "administration is served on loopback only");
@@ -50,10 +51,13 @@ async function answer(
   const request = await readRequest(conn, received);
   if (typeof request === "string") return failure("400 Bad Request", request);
   if (request.method === "GET" && request.path === "/metrics" && metrics !== undefined) {
-    return { status: "200 OK", body: metrics() };
+    return { status: "200 OK", body: await metrics() };
+  }
+  if (request.method === "GET" && request.path === "/status" && status !== undefined) {
+    return { status: "200 OK", body: await status() };
   }
   if (request.method !== "POST" || request.path !== "/admin") {
-    return failure("404 Not Found", "use POST /admin or GET /metrics");
+    return failure("404 Not Found", "use POST /admin, GET /metrics or GET /status");
   }
   if (admin === undefined) return failure("503 Service Unavailable", "this server has no administration");
   try {

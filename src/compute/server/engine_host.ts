@@ -22,6 +22,7 @@ import { CopyFeedWriter, FEED_BYTES, makeCopyFeed } from "./copy_feed.ts";
 import { copyFail } from "../engine_guard.ts";
 import type { Logger } from "../../logger.ts";
 import { pageIoPort, startPageIoWorker } from "../remote/page_channel.ts";
+import type { BranchStats } from "../remote/remote_tenant.ts";
 
 /** Requests in flight at once; each client connection has at most one, so this is far above need. */
 const MAX_PENDING = 10_000;
@@ -152,6 +153,11 @@ export class EngineHost {
   }
 
   /** Runs an administration request on the engine's database (`admin.ts`). */
+  /** Each served branch's counters (a compute on a pageserver; none for a data directory). */
+  stats(): Promise<BranchStats[]> {
+    return this.#call({ op: "stats", id: 0 }) as Promise<BranchStats[]>;
+  }
+
   admin(request: AdminRequest): Promise<unknown> {
     return this.#call({ op: "admin", id: 0, request });
   }

@@ -77,6 +77,7 @@ export type EngineRequest =
   | { op: "done"; token: number }
   | { op: "wake" }
   | { op: "admin"; id: number; request: AdminRequest }
+  | { op: "stats"; id: number }
   | { op: "close"; id: number };
 
 /**

@@ -95,6 +95,8 @@ function handle(request: Exclude<EngineRequest, { op: "attach_running" | "done" 
     case "admin":
       if (tarn === undefined) throw new Error("the engine is not open");
       return tarn instanceof Tarn ? runAdmin(tarn, request.request) : tarn.admin(request.request);
+    case "stats":
+      return tarn instanceof RemoteTenant ? tarn.stats() : Promise.resolve([]);
     case "close":
       return close();
   }

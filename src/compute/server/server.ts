@@ -7,6 +7,8 @@
  * @module
  */
 import type { AdminRequest } from "./admin.ts";
+import type { BranchStats } from "../remote/remote_tenant.ts";
+import { ServerMetrics } from "./server_metrics.ts";
 import { scramSecret } from "./scram.ts";
 import { ServerSession, type SharedBackend } from "./session.ts";
 import type { BackendState } from "./backend_handover.ts";
@@ -43,6 +45,8 @@ export type ServerOptions = {
   default_branch?: string;
   /** Serves `POST /admin` on the same port, from loopback clients only (`tarn branch` on a running server). */
   admin?: (request: AdminRequest) => Promise<unknown>;
+  /** The branches' counters for `GET /metrics` and `GET /status` (a compute on a pageserver). */
+  branch_stats?: () => Promise<BranchStats[]>;
 };
 
 /** The branch a startup packet asks for. */
@@ -76,7 +80,8 @@ export class TarnServer {
   readonly #sweeper: ReturnType<typeof setInterval>;
   #next_id = 1;
   /** Counters for `GET /metrics`. */
-  readonly #counters = { connections_total: 0, engine_failures_total: 0, sessions_terminated_total: 0 };
+  readonly #metrics = new ServerMetrics();
+  readonly #started_ms = Date.now();
 
   private constructor(listener: Deno.TcpListener, source: ComputeSource, options: ServerOptions) {
     this.#listener = listener;
@@ -103,6 +108,7 @@ export class TarnServer {
 
   async #accept(source: ComputeSource, options: ServerOptions): Promise<void> {
     const log = options.log ?? (() => {});
+    const branchStats = () => options.branch_stats?.() ?? Promise.resolve([]);
     const context = {
       attach: (params: Record<string, string>) =>
         source.attachCompute(branchOf(params, options.default_branch), atOf(params)),
@@ -118,12 +124,20 @@ export class TarnServer {
       log,
       password: options.password === undefined ? undefined : scramSecret(options.password),
       admin: options.admin,
-      metrics: () => this.#metrics(),
+      metrics: async () => this.#metrics.text(this.#sessions.size, await branchStats()),
+      status: async () => ({
+        sessions: this.#sessions.size,
+        connections_total: this.#metrics.connections_total,
+        statements_total: this.#metrics.statements.count,
+        started: new Date(this.#started_ms).toISOString(),
+        branches: await branchStats(),
+      }),
+      statementDone: (elapsed_ms: number) => this.#metrics.statements.observe(elapsed_ms),
       engineFailed: (compute: SharedBackend, failed: ServerSession) => {
-        this.#counters.engine_failures_total++;
+        this.#metrics.engine_failures_total++;
         for (const session of this.#sessions) {
           if (session === failed || session.compute !== compute) continue;
-          this.#counters.sessions_terminated_total++;
+          this.#metrics.sessions_terminated_total++;
           session.terminate(
             "57P02",
             "terminating connection because the PostgreSQL engine of this branch failed under another session; " +
@@ -141,7 +155,7 @@ export class TarnServer {
         continue;
       }
       conn.setNoDelay(true);
-      this.#counters.connections_total++;
+      this.#metrics.connections_total++;
       const session = new ServerSession(conn, this.#next_id++, context);
       this.#sessions.add(session);
       this.#by_id.set(session.id, session);
@@ -152,26 +166,6 @@ export class TarnServer {
       });
       this.#running.add(running);
     }
-  }
-
-  /** What `GET /metrics` shows: Prometheus's text format. */
-  #metrics(): string {
-    const c = this.#counters;
-    return [
-      "# HELP tarn_connections_total Client connections accepted.",
-      "# TYPE tarn_connections_total counter",
-      `tarn_connections_total ${c.connections_total}`,
-      "# HELP tarn_sessions Client sessions open now.",
-      "# TYPE tarn_sessions gauge",
-      `tarn_sessions ${this.#sessions.size}`,
-      "# HELP tarn_engine_failures_total Times Postgres failed under a statement and was restarted from storage.",
-      "# TYPE tarn_engine_failures_total counter",
-      `tarn_engine_failures_total ${c.engine_failures_total}`,
-      "# HELP tarn_sessions_terminated_total Sessions ended because their branch's engine failed under another.",
-      "# TYPE tarn_sessions_terminated_total counter",
-      `tarn_sessions_terminated_total ${c.sessions_terminated_total}`,
-      "",
-    ].join("\n");
   }
 
   /** Stops accepting, closes every session (rolling back what they left open) and waits for them. */

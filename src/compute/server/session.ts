@@ -95,7 +95,11 @@ export type SessionContext = {
   /** When set, clients authenticate with SCRAM-SHA-256 against this secret; else trust. */
   password?: Promise<ScramSecret>;
   /** The server's metrics in Prometheus's text format (`GET /metrics`). */
-  metrics?: () => string;
+  metrics?: () => Promise<string>;
+  /** The server's state as JSON (`GET /status`). */
+  status?: () => Promise<unknown>;
+  /** A statement took `elapsed_ms`, from its messages to the reply (for `/metrics`). */
+  statementDone?: (elapsed_ms: number) => void;
   /** Runs an administration request (`tarn branch` on a running server); undefined: none is served. */
   admin?: (request: AdminRequest) => Promise<unknown>;
 };
@@ -308,12 +312,14 @@ export class ServerSession {
       timed_out = this.cancel();
     }, this.#timeouts.statement_ms);
     let reply: Uint8Array;
+    const started_ms = performance.now();
     try {
       reply = await call;
     } finally {
       clearTimeout(timer);
       this.#in_flight = undefined;
     }
+    this.#ctx.statementDone?.(performance.now() - started_ms);
     if (timed_out) reply = asStatementTimeout(reply);
     if (this.#closed) return; // closed meanwhile (server shutdown): close() took the backend back
     if (this.#copy_error !== undefined) throw this.#copy_error;

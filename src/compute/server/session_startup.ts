@@ -16,7 +16,9 @@ export type StartupContext = {
   /** Runs an administration request; undefined: none is served. */
   admin?: (request: AdminRequest) => Promise<unknown>;
   /** `GET /metrics`. */
-  metrics?: () => string;
+  metrics?: () => Promise<string>;
+  /** `GET /status`. */
+  status?: () => Promise<unknown>;
 };
 
 /** SSL or GSS requests a client may make before its startup packet. */
@@ -30,7 +32,7 @@ export async function readStartup(
   const head = await client.next(() => client.buffered(4) ? client.reader.peek(4) : undefined);
   if (head === undefined) return undefined;
   if (isHttpRequest(head)) {
-    await serveAdminHttp(client.conn, client.reader.takeBuffered(), ctx.admin, ctx.metrics);
+    await serveAdminHttp(client.conn, client.reader.takeBuffered(), ctx);
     return undefined;
   }
   for (let packets = 0; packets <= MAX_NEGOTIATIONS; packets++) {

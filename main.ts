@@ -17,8 +17,8 @@ const HELP = `tarn ${denoConfig.version}: PostgreSQL with compute separated from
 
 Usage:
   tarn start [--data DIR] [--port N]   serve PostgreSQL on 127.0.0.1:55432, data in ./tarn-data
-  tarn branch create|list|delete|reset|protect ...   manage branches of a data directory
-  tarn status [--data DIR]             branches and disk use
+  tarn branch create|list|delete|reset|protect ...   manage branches of a data directory or a tenant
+  tarn status [--data DIR | --pageserver HOST:PORT | --safekeepers LIST]   branches, disk use, terms and LSNs
   tarn safekeeper --data DIR --listen HOST:PORT --id N   keep WAL durable as one of a quorum
   tarn pageserver --data DIR --listen HOST:PORT          serve pages, branches and history to computes
   tarn compute --pageserver HOST:PORT --safekeepers LIST --tenant NAME [--port N]   a stateless compute
@@ -38,10 +38,14 @@ const USER_ERRORS = new Set([
   "CorruptDataError",
   "CorruptLayerError",
   "CorruptWalError",
+  "ComputeFencedError",
   "DatabaseLockedError",
   "EngineFailedError",
   "LsnFormatError",
   "LsnOutOfRangeError",
+  "PageserverError",
+  "PageserverUnavailableError",
+  "PageserverUnreachableError",
   "QuorumLostError",
   "QuorumUnavailableError",
   "SafekeeperAddressError",

@@ -49,7 +49,7 @@ async function compile(target: string, out_dir: string): Promise<string | undefi
     }
   }
   const result = await new Deno.Command(Deno.execPath(), {
-    // The engine Worker is loaded by URL at run time: it must be named to be in the binary.
+    // The Workers are loaded by URL at run time: they must be named to be in the binary.
     args: [
       "compile",
       "-A",
@@ -57,6 +57,8 @@ async function compile(target: string, out_dir: string): Promise<string | undefi
       target,
       "--include",
       `${ROOT}src/compute/server/engine_worker.ts`,
+      "--include",
+      `${ROOT}src/compute/remote/page_io_worker.ts`,
       "--output",
       output,
       `${ROOT}main.ts`,

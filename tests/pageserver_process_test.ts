@@ -29,6 +29,16 @@ async function withCluster(
   }
 }
 
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/** Runs the `tarn` CLI; resolves with its output (stdout, then stderr) once it exits with `code`. */
+async function tarnCli(args: string[], code = 0): Promise<string> {
+  const output = await new Deno.Command(Deno.execPath(), { args: ["run", "-A", MAIN, ...args] }).output();
+  const text = new TextDecoder().decode(output.stdout) + new TextDecoder().decode(output.stderr);
+  equal(output.code, code, text);
+  return text;
+}
+
 const processTest = (name: string, fn: (dir: string) => Promise<void>, ignore = false) =>
   Deno.test({ name, ignore, sanitizeResources: false, sanitizeOps: false, fn: () => withTempDir(fn) });
 
@@ -146,6 +156,12 @@ processTest(
       equal(created.status, 201, await created.clone().text());
       await created.body?.cancel();
       await a`insert into items values ('after the branch')`;
+      const listed = JSON.parse(
+        await tarnCli(["branch", "list", "--pageserver", `127.0.0.1:${ps.port}`, "--tenant", "acme", "--json"]),
+      );
+      deepEqual(listed.map((b: { name: string }) => b.name).sort(), ["dev", "main"]);
+      const refused = await tarnCli(["branch", "list", "--pageserver", `127.0.0.1:${ps.port}`, "--tenant", "nope"], 1);
+      match(refused, /no tenant "nope"/);
 
       const dev = await spawnCompute(ps, sks, "acme", ["--branch", "dev"]);
       started.push(dev);

@@ -15,6 +15,7 @@ import type { BranchAt } from "../../replication/branch_point.ts";
 import { parseSafekeeperAddress, type SafekeeperAddress } from "../../replication/safekeeper_client.ts";
 import { closeStorage } from "../../timelines.ts";
 import { loadArtifacts } from "../engine.ts";
+import { pageserverAdmin } from "../../pageserver/http_client.ts";
 import type { PageCacheStats } from "../page_cache.ts";
 import { formatLsn } from "../../lsn.ts";
 import type { RemotePageStats } from "./remote_pages.ts";
@@ -229,27 +230,8 @@ export class RemoteTenant {
   }
 
   /** Branch administration runs on the pageserver, through its HTTP API. */
-  async admin(request: AdminRequest): Promise<BranchRow[]> {
-    const { hostname, port } = this.#address;
-    const host = hostname.includes(":") ? `[${hostname}]` : hostname;
-    const response = await fetch(
-      `http://${host}:${port}/v1/tenants/${encodeURIComponent(this.#options.tenant)}/admin`,
-      {
-        method: "POST",
-        body: JSON.stringify(request),
-      },
-    );
-    const answer = await response.json() as {
-      ok: boolean;
-      value?: BranchRow[];
-      error?: { name: string; message: string };
-    };
-    if (!answer.ok) {
-      const error = new Error(answer.error?.message ?? response.statusText);
-      error.name = answer.error?.name ?? "Error";
-      throw error;
-    }
-    return answer.value ?? [];
+  admin(request: AdminRequest): Promise<BranchRow[]> {
+    return pageserverAdmin(this.#options.pageserver, this.#options.tenant, request);
   }
 
   /** Stops every compute cleanly (what is committed reaches the pageserver) and closes the connection. */

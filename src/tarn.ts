@@ -11,10 +11,11 @@ import { loadArtifacts } from "./compute/engine.ts";
 import { initZstd } from "./storage/zstd.ts";
 import { type Fork, ForkPool } from "./fork_pool.ts";
 import { DirLock } from "./dir_lock.ts";
-import { BranchExistsError, BranchNotFoundError, BranchRuleError, ClosedError } from "./errors.ts";
-import { formatLsn, type Lsn } from "./lsn.ts";
-import { type BranchAt, resolveBranchPoint } from "./replication/branch_point.ts";
-import { type Branch, BranchCatalog } from "./storage/branch_catalog.ts";
+import { type BranchInfo, BranchManager, type BranchStart, MAIN } from "./branch_manager.ts";
+import { ClosedError } from "./errors.ts";
+import { formatLsn } from "./lsn.ts";
+import type { BranchAt } from "./replication/branch_point.ts";
+import { BranchCatalog } from "./storage/branch_catalog.ts";
 import {
   newTimelineId,
   readTenantFile,
@@ -56,34 +57,19 @@ export type TarnOptions = {
   log?: Logger;
 };
 
-/** A branch as {@linkcode Tarn.branches} lists it. */
-export type BranchInfo = {
-  name: string;
-  timeline_id: string;
-  /** The parent branch's name; undefined for `main`. */
-  parent?: string;
-  /** Where it starts on its parent, printed as PostgreSQL does (`0/17CC6C8`). */
-  branch_lsn: string;
-  created_at: Date;
-  protected: boolean;
-};
-
-/** Where a branch starts: an LSN (bigint or `0/17CC6C8`) or a time; default the parent's head. */
-export type BranchStart = { from?: string; at?: BranchAt };
+export type { BranchInfo, BranchStart };
 
 /** How {@linkcode Tarn.connect} reaches a branch: its head (read-write), or read-only at a past point. */
 export type ConnectOptions = { at?: BranchAt; readOnly?: boolean };
 
-const MAIN = "main";
 /** Each page store's cache of decompressed blocks, by default. */
 const BLOCK_CACHE_BYTES = 4 * 1024 * 1024;
-const BRANCH_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 
 /** An open Tarn database. */
 export class Tarn {
   readonly #dir: string | undefined;
   readonly #lock: DirLock | undefined;
-  readonly #catalog: BranchCatalog;
+  readonly #branches: BranchManager;
   readonly #timelines: Timelines;
   readonly #options: ComputeOptions;
   readonly #computes = new Map<string, Promise<Compute>>();
@@ -107,7 +93,10 @@ export class Tarn {
     this.#compute_idle_ms = parts.compute_idle_ms;
     this.#dir = parts.dir;
     this.#lock = parts.lock;
-    this.#catalog = parts.catalog;
+    this.#branches = new BranchManager(parts.catalog, parts.timelines, {
+      head: async (branch) => await (await this.#computes.get(branch.name))?.headLsn(),
+      stop: (name) => this.#stopCompute(name),
+    });
     this.#timelines = parts.timelines;
     this.#options = parts.options;
     this.#forks = new ForkPool(parts.timelines, parts.options);
@@ -241,8 +230,8 @@ export class Tarn {
   }
 
   async #readOnlyCompute(branch: string, at: BranchAt | undefined) {
-    const known = this.#branch(branch);
-    const lsn = await this.#branchPoint(known, at);
+    const known = this.#branches.get(branch);
+    const lsn = await this.#branches.branchPoint(known, at);
     const storage = await this.#timelines.ephemeral(known.timeline_id, lsn);
     const compute = await Compute.start(storage, { ...this.#options, read_only: true });
     this.#read_only.add(compute);
@@ -258,32 +247,13 @@ export class Tarn {
   /** Makes branch `name` of `from` (default `main`) at `at` (default its head). Writes metadata only. */
   async createBranch(name: string, start: BranchStart = {}): Promise<BranchInfo> {
     this.#assertOpen();
-    return this.#info(await this.#createBranch(name, start));
-  }
-
-  async #createBranch(name: string, start: BranchStart): Promise<Branch> {
-    if (!BRANCH_NAME.test(name)) {
-      throw new BranchRuleError(`"${name}" is not a branch name: use letters, digits, ".", "_" and "-" (1-63)`);
-    }
-    if (this.#catalog.get(name) !== undefined) throw new BranchExistsError(name);
-    const parent = this.#branch(start.from ?? MAIN);
-    const branch_lsn = await this.#branchPoint(parent, start.at);
-    const branch: Branch = {
-      name,
-      timeline_id: newTimelineId(),
-      parent_timeline_id: parent.timeline_id,
-      branch_lsn,
-      created_at: new Date(),
-      protected: false,
-    };
-    await this.#catalog.put(branch);
-    return branch;
+    return this.#branches.info(await this.#branches.create(name, start));
   }
 
   /** Every branch: name, timeline, parent, branch point, creation time, protection. */
   branches(): BranchInfo[] {
     this.#assertOpen();
-    return this.#catalog.list().map((b) => this.#info(b));
+    return this.#branches.list();
   }
 
   /**
@@ -292,46 +262,19 @@ export class Tarn {
    */
   async deleteBranch(name: string, options: { recursive?: boolean } = {}): Promise<void> {
     this.#assertOpen();
-    const branch = this.#branch(name);
-    if (name === MAIN) throw new BranchRuleError(`"main" is the root branch and cannot be deleted`);
-    const doomed = this.#descendants(branch);
-    if (doomed.length > 1 && !options.recursive) {
-      const names = doomed.slice(1).map((b) => b.name).join(", ");
-      throw new BranchRuleError(`branch "${name}" has children (${names}): delete them first, or pass recursive`);
-    }
-    const guarded = doomed.find((b) => b.protected);
-    if (guarded !== undefined) {
-      throw new BranchRuleError(`branch "${guarded.name}" is protected: protectBranch("${guarded.name}", false) first`);
-    }
-    for (const victim of doomed.reverse()) {
-      await this.#stopCompute(victim.name);
-      await this.#catalog.remove(victim.name);
-      await this.#timelines.remove(victim.timeline_id);
-    }
+    await this.#branches.delete(name, options);
   }
 
   /** Points a branch at its parent's head again: its own changes are discarded and its storage freed. */
   async resetBranch(name: string): Promise<BranchInfo> {
     this.#assertOpen();
-    const branch = this.#branch(name);
-    if (branch.parent_timeline_id === undefined) throw new BranchRuleError(`"main" has no parent to reset to`);
-    if (branch.protected) throw new BranchRuleError(`branch "${name}" is protected: unprotect it first`);
-    if (this.#catalog.children(branch.timeline_id).length > 0) {
-      throw new BranchRuleError(`branch "${name}" has children that read its history: delete them first`);
-    }
-    const parent = this.#catalog.byTimeline(branch.parent_timeline_id)!;
-    await this.#stopCompute(name);
-    const branch_lsn = await this.#branchPoint(parent, undefined);
-    const reset: Branch = { ...branch, timeline_id: newTimelineId(), branch_lsn, created_at: new Date() };
-    await this.#catalog.put(reset);
-    await this.#timelines.remove(branch.timeline_id);
-    return this.#info(reset);
+    return this.#branches.info(await this.#branches.reset(name));
   }
 
   /** Protects a branch from deletion and reset (or lifts the protection). */
   async protectBranch(name: string, on: boolean): Promise<void> {
     this.#assertOpen();
-    await this.#catalog.put({ ...this.#branch(name), protected: on });
+    await this.#branches.protect(name, on);
   }
 
   /**
@@ -341,8 +284,8 @@ export class Tarn {
    */
   async fork(start: BranchStart = {}): Promise<Fork> {
     this.#assertOpen();
-    const parent = this.#branch(start.from ?? MAIN);
-    return await this.#forks.fork(parent, await this.#branchPoint(parent, start.at));
+    const parent = this.#branches.get(start.from ?? MAIN);
+    return await this.#forks.fork(parent, await this.#branches.branchPoint(parent, start.at));
   }
 
   /**
@@ -362,7 +305,7 @@ export class Tarn {
 
   /** Bytes a branch's own storage takes on disk (its layers and WAL; what deleting it frees). */
   async branchDiskBytes(name: string): Promise<number> {
-    return await this.#timelines.diskBytes(this.#branch(name).timeline_id);
+    return await this.#timelines.diskBytes(this.#branches.get(name).timeline_id);
   }
 
   /** Shuts every compute down cleanly, persists everything and releases the directory. */
@@ -385,7 +328,7 @@ export class Tarn {
   #compute(name: string): Promise<Compute> {
     let compute = this.#computes.get(name);
     if (compute === undefined) {
-      const branch = this.#branch(name);
+      const branch = this.#branches.get(name);
       compute = this.#timelines.open(branch.timeline_id).then((storage) => Compute.start(storage, this.#options));
       this.#computes.set(name, compute);
       compute.catch(() => this.#computes.delete(name));
@@ -415,39 +358,6 @@ export class Tarn {
     if (compute === undefined) return;
     this.#computes.delete(name);
     await (await compute).stop();
-  }
-
-  async #branchPoint(branch: Branch, at: BranchAt | undefined): Promise<Lsn> {
-    const storage = await this.#timelines.open(branch.timeline_id);
-    const compute = this.#computes.get(branch.name);
-    const head = compute === undefined ? storage.wal.flush_lsn : await (await compute).headLsn();
-    return resolveBranchPoint(branch.name, storage.wal, head, at);
-  }
-
-  #branch(name: string): Branch {
-    const branch = this.#catalog.get(name);
-    if (branch === undefined) throw new BranchNotFoundError(name, this.branches().map((b) => b.name));
-    return branch;
-  }
-
-  #descendants(branch: Branch): Branch[] {
-    const out = [branch];
-    for (let i = 0; i < out.length; i++) out.push(...this.#catalog.children(out[i].timeline_id));
-    return out;
-  }
-
-  #info(branch: Branch): BranchInfo {
-    const parent = branch.parent_timeline_id === undefined
-      ? undefined
-      : this.#catalog.byTimeline(branch.parent_timeline_id)?.name;
-    return {
-      name: branch.name,
-      timeline_id: branch.timeline_id,
-      parent,
-      branch_lsn: formatLsn(branch.branch_lsn),
-      created_at: branch.created_at,
-      protected: branch.protected,
-    };
   }
 
   #assertOpen(): void {

@@ -337,7 +337,8 @@ Deno.test(`pageserver fuzz: ${CONNECTIONS} connections of random and damaged fra
     const server = await PageserverServer.start({ dir, hostname: "127.0.0.1", port: 0, log });
     const good = await PageWire.connect(server.port);
     try {
-      assert.equal((await good.request({ type: "hello", tenant: "fuzz", create: true })).type, "hello_ok");
+      // Creating the tenant imports an initdb template: seconds on a loaded machine.
+      assert.equal((await good.request({ type: "hello", tenant: "fuzz", create: true }, 60_000)).type, "hello_ok");
       const main = await good.request({ type: "branch_info", branch: "main" });
       assert.ok(main.type === "branch_info_ok");
       const { timeline_id, wal_end_lsn } = main.info;

@@ -66,9 +66,9 @@ processTest(
       const second = await spawnCompute(ps, sks, "acme");
       started.push(second);
       equal((await once(second, "insert into t values ('second')")).error, undefined);
-      // The write that finds out: its commit cannot reach a majority any more.
+      // The write that finds out: its commit cannot reach a majority any more, or the pageserver refused its pages.
       const refused = await once(first, "insert into t values ('first again')");
-      match(String(refused.error?.message), /no longer accept this compute's WAL: safekeeper \d is in term/);
+      match(String(refused.error?.message), /no longer accept this compute's WAL: safekeeper \d is in term|taken over/);
       // It stays fenced: it does not take the branch back by itself.
       const still = await once(first, "insert into t values ('first once more')");
       match(

@@ -22,8 +22,9 @@ import type { PageChannel } from "./page_channel.ts";
 const SEND_BATCH_BYTES = 256 * 1024;
 /** Pages in the last-written-LSN cache; older entries fold into their file's entry. */
 const LAST_WRITTEN_PAGES = 64 * 1024;
-/** The most pages a read-ahead asks for at once. */
-const READ_AHEAD_PAGES = 32;
+/** A sequential read's first read-ahead, in pages; each further one doubles, up to the most. */
+const READ_AHEAD_FIRST_PAGES = 16;
+const READ_AHEAD_MAX_PAGES = 128;
 /** Files of at most this many pages are read whole at their first miss. */
 const SMALL_FILE_PAGES = 16;
 /** The most read-ahead pages held, not yet read. */
@@ -46,6 +47,8 @@ export class RemotePages implements ComputePages {
   readonly #file_written = new Map<string, Lsn>();
   readonly #prefetched = new Map<string, Uint8Array | "zero">();
   readonly #last_read = new Map<string, number>();
+  /** The read-ahead of each file read sequentially now (pages): a long scan pays fewer, larger round trips. */
+  readonly #windows = new Map<string, number>();
   /** Paths' metadata: before the listing, what was asked (null: absent); after it, every path there is. */
   readonly #meta = new Map<string, PathMeta | null>();
   /** Each directory's names, from the listing on. */
@@ -110,7 +113,15 @@ export class RemotePages implements ComputePages {
     // A small file (a catalog, most indexes' upper levels) is read whole on its first miss: Postgres's start and
     // a cold session read dozens of them a block or two at a time.
     const whole = blkno === 0 && blocks <= SMALL_FILE_PAGES;
-    const count = sequential || whole ? Math.max(1, Math.min(READ_AHEAD_PAGES, blocks - blkno)) : 1;
+    let window = 1;
+    if (sequential) {
+      window = Math.min(READ_AHEAD_MAX_PAGES, 2 * (this.#windows.get(path) ?? READ_AHEAD_FIRST_PAGES / 2));
+      this.#windows.set(path, window);
+    } else {
+      this.#windows.delete(path);
+      if (whole) window = SMALL_FILE_PAGES;
+    }
+    const count = Math.max(1, Math.min(window, blocks - blkno));
     const keys: PageKey[] = [];
     for (let b = blkno; b < blkno + count; b++) {
       keys.push({ path, blkno: b, not_modified_since: this.#lastWritten(path, b) });

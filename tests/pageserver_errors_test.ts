@@ -10,6 +10,8 @@ import { httpJson, PageWire } from "./fixtures/page_wire.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
 
 const UNKNOWN_TIMELINE = "00112233445566778899aabbccddeeff";
+/** A hello that creates a tenant imports initdb's cluster: seconds on a loaded machine. */
+const CREATE_MS = 60_000;
 
 type Setup = { port: number; wire: PageWire; timeline_id: string; wal_start: bigint; wal_end: bigint };
 
@@ -19,7 +21,8 @@ function withPageserver(fn: (s: Setup) => Promise<void>): Promise<void> {
     const server = await PageserverServer.start({ dir, hostname: "127.0.0.1", port: 0 });
     const wire = await PageWire.connect(server.port);
     try {
-      assert.equal((await wire.request({ type: "hello", tenant: "acme", create: true })).type, "hello_ok");
+      const hello = await wire.request({ type: "hello", tenant: "acme", create: true }, CREATE_MS);
+      assert.equal(hello.type, "hello_ok");
       const info = await wire.request({ type: "branch_info", branch: "main" });
       assert.equal(info.type, "branch_info_ok");
       const { timeline_id, wal_start_lsn: wal_start, wal_end_lsn: wal_end } = info.info;
@@ -94,7 +97,8 @@ Deno.test("errors: another tenant's timeline is unknown_timeline on this tenant'
   withPageserver(async ({ port, wire, timeline_id }) => {
     const other = await PageWire.connect(port);
     try {
-      assert.equal((await other.request({ type: "hello", tenant: "other", create: true })).type, "hello_ok");
+      const hello = await other.request({ type: "hello", tenant: "other", create: true }, CREATE_MS);
+      assert.equal(hello.type, "hello_ok");
       const list: RequestBody = { type: "list_files", timeline_id, lsn: LSN_MAX, after: "" };
       await refused(other, list, "unknown_timeline", timeline_id, `"other"`);
       assert.equal((await wire.request(list)).type, "files");
@@ -169,6 +173,168 @@ Deno.test("errors: attach with a lower term, and put, wal or persist with a stal
     assert.deepEqual(pages.type === "pages" && pages.pages, [image.bytes]);
   }));
 
+/** A new connection to `port` bound to tenant "acme". */
+async function acme(port: number, create = false): Promise<PageWire> {
+  const wire = await PageWire.connect(port);
+  assert.equal((await wire.request({ type: "hello", tenant: "acme", create }, CREATE_MS)).type, "hello_ok");
+  return wire;
+}
+
+/** A put making `base/1/99999` one block long, filled with `fill`, at `lsn`. */
+function putPage(timeline_id: string, term: bigint, lsn: bigint, fill: number): RequestBody {
+  const path = "base/1/99999";
+  const image = { kind: "image" as const, bytes: new Uint8Array(BLOCK_SIZE).fill(fill) };
+  const records = [
+    { kind: "event" as const, path, lsn, event: { kind: "create" as const } },
+    { kind: "event" as const, path, lsn, event: { kind: "resize" as const, size_bytes: BLOCK_SIZE } },
+    { kind: "page" as const, path, blkno: 0, lsn, value: image },
+  ];
+  return { type: "put", timeline_id, term, records };
+}
+
+/** The newest `base/1/99999` block 0: its first byte, or "absent". */
+async function pageFill(wire: PageWire, timeline_id: string): Promise<number | string> {
+  const keys = [{ path: "base/1/99999", blkno: 0, not_modified_since: 0n }];
+  const reply = await wire.request({ type: "get_pages", timeline_id, lsn: LSN_MAX, keys });
+  assert.equal(reply.type, "pages");
+  const page = reply.type === "pages" ? reply.pages[0] : "absent";
+  return typeof page === "string" ? page : page[0];
+}
+
+/** The terms `terms.json` of tenant "acme" holds. */
+async function storedTerms(dir: string): Promise<unknown> {
+  return JSON.parse(await Deno.readTextFile(`${dir}/tenants/acme/terms.json`)).terms;
+}
+
+Deno.test("errors: terms survive a restart; a lower attach, or a write its connection did not attach for, is fenced", () =>
+  withTempDir(async (dir) => {
+    const start = () => PageserverServer.start({ dir, hostname: "127.0.0.1", port: 0 });
+    let server = await start();
+    let timeline_id = "", wal_end = 0n;
+    try {
+      const wire = await acme(server.port, true);
+      const info = await wire.request({ type: "branch_info", branch: "main" });
+      assert.ok(info.type === "branch_info_ok");
+      ({ timeline_id, wal_end_lsn: wal_end } = info.info);
+      const attached = await wire.request({ type: "attach", timeline_id, term: 5n, wal_end_lsn: wal_end });
+      assert.deepEqual(attached.type === "attach_ok" && attached.term, 5n);
+      // On disk before attach_ok was sent: a crash right after the answer keeps the fence.
+      assert.deepEqual(await storedTerms(dir), { format_version: 1, terms: { [timeline_id]: "5" } });
+      wire.close();
+    } finally {
+      await server.close();
+    }
+
+    server = await start();
+    try {
+      const wire = await acme(server.port);
+      const info = await wire.request({ type: "branch_info", branch: "main" });
+      assert.deepEqual(info.type === "branch_info_ok" && info.info.term, 5n);
+      await refused(wire, { type: "attach", timeline_id, term: 4n, wal_end_lsn: wal_end }, "fenced", "5", "4");
+      // Term 5 is the owner's, but this connection did not attach with it (the old connection died with the server).
+      const put5 = putPage(timeline_id, 5n, wal_end + 8n, 0xab);
+      await refused(wire, put5, "fenced", timeline_id, "5", "did not attach");
+      await refused(wire, putPage(timeline_id, 4n, wal_end + 8n, 0xab), "fenced", timeline_id, "5", "4");
+      const wal: RequestBody = {
+        type: "wal",
+        timeline_id,
+        term: 5n,
+        lsn_start: wal_end,
+        commit_lsn: wal_end,
+        bytes: new Uint8Array(8),
+      };
+      await refused(wire, wal, "fenced", timeline_id, "5", "did not attach");
+      await refused(wire, { type: "persist", timeline_id, term: 5n }, "fenced", timeline_id, "5", "did not attach");
+      assert.equal(await pageFill(wire, timeline_id), "absent");
+
+      // The compute holding term 5 attaches again with it on a new connection (equal term: allowed), and writes.
+      const again = await acme(server.port);
+      try {
+        const reattached = await again.request({ type: "attach", timeline_id, term: 5n, wal_end_lsn: wal_end });
+        assert.deepEqual(reattached.type === "attach_ok" && reattached.term, 5n);
+        await again.post(put5);
+        assert.equal(await pageFill(again, timeline_id), 0xab);
+        await refused(wire, put5, "fenced", timeline_id, "did not attach");
+        // An equal-term attach drops nothing, not even versions past its WAL end.
+        assert.equal(
+          (await wire.request({ type: "attach", timeline_id, term: 5n, wal_end_lsn: wal_end })).type,
+          "attach_ok",
+        );
+        assert.equal(await pageFill(wire, timeline_id), 0xab);
+        // A new election's term fences term 5 and drops its versions past the new owner's WAL end.
+        assert.equal(
+          (await wire.request({ type: "attach", timeline_id, term: 6n, wal_end_lsn: wal_end })).type,
+          "attach_ok",
+        );
+        assert.equal(await pageFill(wire, timeline_id), "absent");
+        await refused(again, put5, "fenced", timeline_id, "6", "5");
+        await refused(again, { type: "attach", timeline_id, term: 5n, wal_end_lsn: wal_end }, "fenced", "6", "5");
+      } finally {
+        again.close();
+      }
+      wire.close();
+    } finally {
+      await server.close();
+    }
+
+    server = await start();
+    try {
+      assert.deepEqual(await storedTerms(dir), { format_version: 1, terms: { [timeline_id]: "6" } });
+      const wire = await acme(server.port);
+      try {
+        await refused(wire, { type: "attach", timeline_id, term: 5n, wal_end_lsn: wal_end }, "fenced", "6", "5");
+        await refused(wire, putPage(timeline_id, 5n, wal_end + 8n, 1), "fenced", timeline_id, "6", "5");
+      } finally {
+        wire.close();
+      }
+    } finally {
+      await server.close();
+    }
+  }));
+
+Deno.test("errors: term 0 owns nothing: a write on a timeline never attached is fenced, attach with term 0 bad_request", () =>
+  withPageserver(async ({ wire, timeline_id, wal_end }) => {
+    await refused(wire, putPage(timeline_id, 0n, wal_end + 8n, 0xcd), "fenced", timeline_id, "term 0", "attach");
+    await refused(wire, putPage(timeline_id, 1n, wal_end + 8n, 0xcd), "fenced", timeline_id, "term 0", "attach");
+    const wal: RequestBody = {
+      type: "wal",
+      timeline_id,
+      term: 0n,
+      lsn_start: wal_end,
+      commit_lsn: wal_end,
+      bytes: new Uint8Array(8),
+    };
+    await refused(wire, wal, "fenced", timeline_id, "term 0");
+    await refused(wire, { type: "persist", timeline_id, term: 0n }, "fenced", timeline_id, "term 0");
+    await refused(wire, { type: "attach", timeline_id, term: 0n, wal_end_lsn: wal_end }, "bad_request", "term 0");
+    assert.equal(await pageFill(wire, timeline_id), "absent");
+    const info = await wire.request({ type: "branch_info", branch: "main" });
+    assert.deepEqual(info.type === "branch_info_ok" && info.info.term, 0n);
+  }));
+
+Deno.test("errors: a damaged terms.json stops the pageserver from starting, naming the file", () =>
+  withTempDir(async (dir) => {
+    const start = () => PageserverServer.start({ dir, hostname: "127.0.0.1", port: 0 });
+    const server = await start();
+    try {
+      const wire = await acme(server.port, true);
+      const info = await wire.request({ type: "branch_info", branch: "main" });
+      assert.ok(info.type === "branch_info_ok");
+      const { timeline_id, wal_end_lsn } = info.info;
+      assert.equal((await wire.request({ type: "attach", timeline_id, term: 3n, wal_end_lsn })).type, "attach_ok");
+      wire.close();
+    } finally {
+      await server.close();
+    }
+    // A fence forgotten would let an old compute write again: a damaged file is an error, not "no terms".
+    const path = `${dir}/tenants/acme/terms.json`;
+    await Deno.writeTextFile(path, (await Deno.readTextFile(path)).replace(`"3"`, `"2"`));
+    await assert.rejects(
+      start(),
+      (error: Error) => error.name === "CorruptDataError" && /terms\.json/.test(error.message),
+    );
+  }));
+
 Deno.test("errors: malformed input gets bad_request with id 0, then the connection closes", () =>
   withPageserver(async ({ port }) => {
     const cases: [string, Uint8Array][] = [
@@ -191,25 +357,28 @@ Deno.test("errors: malformed input gets bad_request with id 0, then the connecti
     }
   }));
 
-Deno.test("errors: a refused second hello names the tenant and unbinds the connection; an accepted one rebinds it", () =>
+Deno.test("errors: a second hello is bad_request and the connection stays bound to its first tenant", () =>
   withPageserver(async ({ port, wire, timeline_id }) => {
-    // docs/pageserver_protocol.md: a later hello rebinds a connection, and a refused one unbinds it.
+    // docs/pageserver_protocol.md, "Fencing": a connection's attachments belong to its tenant, so it never rebinds.
+    await refused(wire, { type: "hello", tenant: "other", create: true }, "bad_request", "a second hello", `"acme"`);
+    await refused(wire, { type: "hello", tenant: "acme", create: false }, "bad_request", "a second hello");
+    await refused(wire, { type: "hello", tenant: "nope", create: false }, "bad_request", "a second hello");
+    // Still bound to "acme": its timeline answers; the refused hello created no tenant "other".
+    assert.equal((await wire.request({ type: "list_files", timeline_id, lsn: LSN_MAX, after: "" })).type, "files");
+    const tenants = await httpJson(port, "GET", "/v1/tenants");
+    assert.deepEqual((tenants.body as { name: string }[]).map((t) => t.name), ["acme"]);
+    // A connection whose hello was refused is unbound, and may say hello again (once it succeeds, for good).
     const other = await PageWire.connect(port);
     try {
-      const hello = await other.request({ type: "hello", tenant: "other", create: true });
+      assertError(await other.request({ type: "hello", tenant: "nope", create: false }), 1, "unknown_tenant");
+      const hello = await other.request({ type: "hello", tenant: "other", create: true }, CREATE_MS);
       assert.ok(hello.type === "hello_ok" && hello.tenant_id !== timeline_id);
+      await refused(other, { type: "hello", tenant: "acme", create: false }, "bad_request", "a second hello");
       const list: RequestBody = { type: "list_files", timeline_id, lsn: LSN_MAX, after: "" };
-      assertError(await other.request(list), 2, "unknown_timeline", timeline_id);
-      assert.equal((await other.request({ type: "hello", tenant: "acme", create: false })).type, "hello_ok");
-      assert.equal((await other.request(list)).type, "files");
+      assertError(await other.request(list), 5, "unknown_timeline", timeline_id);
     } finally {
       other.close();
     }
-    const id = await wire.post({ type: "hello", tenant: "nope", create: false });
-    assertError(await wire.next(), id, "unknown_tenant", `"nope"`);
-    await wire.post({ type: "branch_info", branch: "main" });
-    assertError(await wire.next(), 0, "bad_request", "branch_info", "hello");
-    assert.equal(await wire.next(), "closed");
   }));
 
 Deno.test("errors: over HTTP, an unknown tenant, branch or route is 404 with a JSON error naming it", () =>

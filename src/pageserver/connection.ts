@@ -1,8 +1,10 @@
 /**
- * One protocol connection to the pageserver: a hello binds it to a tenant; then requests are answered in order
- * (a client pipelines as many as it likes; awaiting each write is the back-pressure). Puts and WAL pieces are
- * answered only when they fail. A malformed frame gets an error reply with request id 0, then the connection closes;
- * a refused request gets an error reply naming it, and the connection goes on.
+ * One protocol connection to the pageserver: a hello binds it to a tenant, for good (a second hello is refused);
+ * then requests are answered in order (a client pipelines as many as it likes; awaiting each write is the
+ * back-pressure). The connection remembers the term it attached each timeline with: a put, WAL piece or persist is
+ * taken only on the connection that attached with its term. Puts and WAL pieces are answered only when they fail.
+ * A malformed frame gets an error reply with request id 0, then the connection closes; a refused request gets an
+ * error reply naming it, and the connection goes on.
  *
  * @module
  */
@@ -29,6 +31,8 @@ export async function servePageProtocol(
   const buffer = new Uint8Array(READ_BUFFER_BYTES);
   const peer = conn.remoteAddr.transport === "tcp" ? `${conn.remoteAddr.hostname}:${conn.remoteAddr.port}` : "?";
   let tenant: Tenant | undefined;
+  /** Timeline id to the term this connection attached it with. */
+  const attached = new Map<string, bigint>();
   const write = async (reply: Reply) => {
     const bytes = encodeMessage(reply);
     for (let done = 0; done < bytes.length;) done += await conn.write(bytes.subarray(done));
@@ -38,6 +42,16 @@ export async function servePageProtocol(
       for (const frame of splitter.push(chunk)) {
         const message = decodeMessage(frame);
         if (!isRequest(message)) throw new PageProtocolError(`a ${message.type} frame from a client`);
+        if (message.type === "hello" && tenant !== undefined) {
+          // A connection's attachments are its tenant's timelines: it stays bound to that tenant.
+          const error = new PageserverError(
+            "bad_request",
+            `a second hello on one connection (for tenant "${message.tenant}"): it stays bound to tenant ` +
+              `"${tenant.name}"; open another connection for another tenant`,
+          );
+          await write(errorReply(message.id, error));
+          continue;
+        }
         if (message.type === "hello") {
           tenant = await ctx.registry.get(message.tenant, message.create).catch(async (error) => {
             await write(errorReply(message.id, error));
@@ -54,7 +68,9 @@ export async function servePageProtocol(
           continue;
         }
         if (tenant === undefined) throw new PageProtocolError(`a ${message.type} request before a successful hello`);
-        const reply = await answer(tenant, message, ctx.metrics).catch((error) => errorReply(message.id, error));
+        const reply = await answer(tenant, message, attached, ctx.metrics).catch((error) =>
+          errorReply(message.id, error)
+        );
         if (reply !== undefined) await write(reply);
       }
       const n = await conn.read(buffer);
@@ -79,14 +95,21 @@ export async function servePageProtocol(
   }
 }
 
-async function answer(tenant: Tenant, m: Request, metrics: PageserverMetrics): Promise<Reply | undefined> {
+async function answer(
+  tenant: Tenant,
+  m: Exclude<Request, { type: "hello" }>,
+  attached: Map<string, bigint>,
+  metrics: PageserverMetrics,
+): Promise<Reply | undefined> {
+  const writer = (timeline_id: string, term: bigint) => ({ term, attached: attached.get(timeline_id) });
   switch (m.type) {
-    case "hello":
-      throw new PageserverError("bad_request", "a second hello on one connection");
     case "branch_info":
       return { type: "branch_info_ok", id: m.id, info: await tenant.branchInfo(m.branch) };
-    case "attach":
-      return { type: "attach_ok", id: m.id, term: await tenant.attach(m.timeline_id, m.term, m.wal_end_lsn) };
+    case "attach": {
+      const term = await tenant.attach(m.timeline_id, m.term, m.wal_end_lsn);
+      attached.set(m.timeline_id, term);
+      return { type: "attach_ok", id: m.id, term };
+    }
     case "get_pages": {
       const started_ms = performance.now();
       const pages = await tenant.getPages(m.timeline_id, m.lsn, m.keys);
@@ -100,13 +123,13 @@ async function answer(tenant: Tenant, m: Request, metrics: PageserverMetrics): P
     case "list_files":
       return { type: "files", id: m.id, ...await tenant.listFiles(m.timeline_id, m.lsn, m.after) };
     case "put":
-      await tenant.put(m.timeline_id, m.term, m.records);
+      await tenant.put(m.timeline_id, writer(m.timeline_id, m.term), m.records);
       return undefined;
     case "wal":
-      await tenant.wal(m.timeline_id, m.term, m.lsn_start, m.commit_lsn, m.bytes);
+      await tenant.wal(m.timeline_id, writer(m.timeline_id, m.term), m.lsn_start, m.commit_lsn, m.bytes);
       return undefined;
     case "persist":
-      return { type: "persisted", id: m.id, ...await tenant.persist(m.timeline_id, m.term) };
+      return { type: "persisted", id: m.id, ...await tenant.persist(m.timeline_id, writer(m.timeline_id, m.term)) };
     case "read_wal":
       return { type: "wal_bytes", id: m.id, bytes: await tenant.readWal(m.timeline_id, m.lsn_start, m.lsn_end) };
   }

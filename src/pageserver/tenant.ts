@@ -2,6 +2,7 @@
  * One tenant on the pageserver: a database's branch catalog and timelines (page stores, and a copy of each
  * timeline's committed WAL for branches and for computes starting up), plus, per timeline, the compute that owns
  * it (its term) and how far its WAL is committed. Page versions are made durable only up to the committed WAL.
+ * Each timeline's highest term is kept on disk (`terms.json`, `ownership_file.ts`), so a fence survives a restart.
  *
  * @module
  */
@@ -30,6 +31,7 @@ import {
   type PutRecord,
 } from "./messages.ts";
 import { listFiles } from "./file_listing.ts";
+import { TermsFile } from "./ownership_file.ts";
 import { PageserverError } from "./pageserver_error.ts";
 
 /** Each timeline's cache of decompressed layer blocks. */
@@ -39,6 +41,12 @@ const PERSIST_MEMORY_BYTES = 32 * 1024 * 1024;
 
 /** The compute-facing state of one timeline. */
 type Ownership = { term: bigint; commit_lsn: Lsn; ingested_lsn: Lsn; persisting?: Promise<void> };
+
+/**
+ * Who sends a write: the term the request carries, and the term its connection attached the timeline with
+ * (undefined: it did not). A write is taken only when both are the owner's term.
+ */
+export type Writer = { term: bigint; attached: bigint | undefined };
 
 /** Counters the metrics show. */
 export type TenantCounters = { ingest_bytes: number; get_pages: number };
@@ -51,14 +59,23 @@ export class Tenant {
   readonly manager: BranchManager;
   readonly timelines: Timelines;
   readonly #owners = new Map<string, Ownership>();
+  readonly #terms: TermsFile;
   readonly #log: Logger;
   readonly counters: TenantCounters = { ingest_bytes: 0, get_pages: 0 };
 
-  private constructor(name: string, file: TenantFile, catalog: BranchCatalog, timelines: Timelines, log: Logger) {
+  private constructor(
+    name: string,
+    file: TenantFile,
+    catalog: BranchCatalog,
+    timelines: Timelines,
+    terms: TermsFile,
+    log: Logger,
+  ) {
     this.name = name;
     this.file = file;
     this.timelines = timelines;
     this.manager = new BranchManager(catalog, timelines);
+    this.#terms = terms;
     this.#log = log;
   }
 
@@ -85,7 +102,7 @@ export class Tenant {
       await writeTenantFile(dir, file);
       log("tenant_created", { tenant: name, tenant_id: file.timeline_id });
     }
-    return new Tenant(name, file, catalog, timelines, log);
+    return new Tenant(name, file, catalog, timelines, await TermsFile.open(dir), log);
   }
 
   /** What a compute needs to start on `branch`. */
@@ -98,40 +115,60 @@ export class Tenant {
       wal_start_lsn: wal.start_lsn,
       wal_end_lsn: wal.end_lsn,
       disk_consistent_lsn: pages.disk_consistent_lsn,
-      term: this.#owners.get(known.timeline_id)?.term ?? 0n,
+      term: this.#owners.get(known.timeline_id)?.term ?? this.#terms.get(known.timeline_id),
     };
   }
 
   /**
    * A compute with `term` takes the timeline. A higher term than the owner's fences the owner: its page versions
    * beyond `wal_end_lsn` (the WAL the new owner recovered from the quorum) came from WAL that was never committed,
-   * and go. A lower term is refused.
+   * and go. An equal term changes nothing (the owner attaching again). A lower term is refused, and term 0 (no
+   * election's) too. The term is on disk before this resolves: a fence outlives a crash right after the answer.
    */
   async attach(timeline_id: string, term: bigint, wal_end_lsn: Lsn): Promise<bigint> {
     const { pages } = await this.#storage(timeline_id);
+    if (term === 0n) {
+      throw new PageserverError(
+        "bad_request",
+        `attach to timeline ${timeline_id} with term 0: term 0 owns nothing, attach with a safekeeper election's term`,
+      );
+    }
     const owner = this.#owner(timeline_id);
     if (term < owner.term) {
-      throw new PageserverError("fenced", `timeline ${timeline_id} belongs to a compute of term ${owner.term}`);
+      throw new PageserverError(
+        "fenced",
+        `timeline ${timeline_id} belongs to a compute of term ${owner.term}, not ${term}: this compute was replaced`,
+      );
     }
     if (term > owner.term) {
+      // The old owner's versions newer than the new owner's WAL go, and from here on its writes are refused.
+      const previous_term = owner.term;
       const dropped = pages.dropNewerThan(wal_end_lsn);
+      owner.term = term;
       this.#log("timeline_attached", {
         tenant: this.name,
         timeline_id,
         term: Number(term),
-        previous_term: Number(owner.term),
+        previous_term: Number(previous_term),
         wal_end: formatLsn(wal_end_lsn),
         dropped_versions: dropped,
       });
-      owner.term = term;
       owner.ingested_lsn = owner.ingested_lsn < wal_end_lsn ? owner.ingested_lsn : wal_end_lsn;
     }
-    return owner.term;
+    // An equal term waits too: the write its first attach started may still be under way (or have failed).
+    await this.#terms.ensure(timeline_id, term, (id) => this.manager.byTimeline(id) !== undefined);
+    if (owner.term !== term) {
+      throw new PageserverError(
+        "fenced",
+        `timeline ${timeline_id} was taken by a compute of term ${owner.term} while term ${term} attached`,
+      );
+    }
+    return term;
   }
 
   /** Takes a batch of page versions and file events from the owner. */
-  async put(timeline_id: string, term: bigint, records: PutRecord[]): Promise<void> {
-    const { pages } = await this.#owned(timeline_id, term);
+  async put(timeline_id: string, writer: Writer, records: PutRecord[]): Promise<void> {
+    const { pages } = await this.#owned(timeline_id, writer);
     const owner = this.#owner(timeline_id);
     for (const r of records) {
       if (r.kind === "page") {
@@ -146,8 +183,8 @@ export class Tenant {
   }
 
   /** Takes committed WAL from the owner; versions up to `commit_lsn` may now be made durable. */
-  async wal(timeline_id: string, term: bigint, lsn_start: Lsn, commit_lsn: Lsn, bytes: Uint8Array): Promise<void> {
-    const { wal } = await this.#owned(timeline_id, term);
+  async wal(timeline_id: string, writer: Writer, lsn_start: Lsn, commit_lsn: Lsn, bytes: Uint8Array): Promise<void> {
+    const { wal } = await this.#owned(timeline_id, writer);
     if (lsn_start > wal.end_lsn) {
       throw new PageserverError(
         "bad_request",
@@ -163,10 +200,11 @@ export class Tenant {
 
   /**
    * Makes every version at or below the owner's commit LSN durable: the WAL copy first, then a layer. Resolves with
-   * the durable LSN and the WAL end.
+   * the durable LSN and the WAL end. Without a writer: the server's own persist.
    */
-  async persist(timeline_id: string, term?: bigint): Promise<{ disk_consistent_lsn: Lsn; wal_end_lsn: Lsn }> {
-    const { pages, wal } = term === undefined ? await this.#storage(timeline_id) : await this.#owned(timeline_id, term);
+  async persist(timeline_id: string, writer?: Writer): Promise<{ disk_consistent_lsn: Lsn; wal_end_lsn: Lsn }> {
+    const storage = writer === undefined ? this.#storage(timeline_id) : this.#owned(timeline_id, writer);
+    const { pages, wal } = await storage;
     const owner = this.#owner(timeline_id);
     await wal.flush();
     if (owner.commit_lsn > pages.disk_consistent_lsn) await pages.flush(owner.commit_lsn);
@@ -301,13 +339,29 @@ export class Tenant {
     return await this.timelines.open(timeline_id);
   }
 
-  async #owned(timeline_id: string, term: bigint) {
+  /** The timeline's storage, when `writer` owns it: its term is the owner's, and its connection attached with it. */
+  async #owned(timeline_id: string, { term, attached }: Writer) {
     const storage = await this.#storage(timeline_id);
     const owner = this.#owner(timeline_id);
+    if (owner.term === 0n) {
+      throw new PageserverError(
+        "fenced",
+        `timeline ${timeline_id} has no owner (term 0, no compute attached to it), so a write of term ${term} ` +
+          `is refused: attach first`,
+      );
+    }
     if (term !== owner.term) {
       throw new PageserverError(
         "fenced",
         `timeline ${timeline_id} belongs to a compute of term ${owner.term}, not ${term}: this compute was replaced`,
+      );
+    }
+    if (attached !== term) {
+      const did = attached === undefined ? "did not attach to it" : `attached to it with term ${attached}`;
+      throw new PageserverError(
+        "fenced",
+        `timeline ${timeline_id} belongs to term ${owner.term}, but the connection writing with term ${term} ${did}: ` +
+          `a write must follow its attach on the same connection (after a pageserver restart, attach again)`,
       );
     }
     return storage;
@@ -315,7 +369,10 @@ export class Tenant {
 
   #owner(timeline_id: string): Ownership {
     let owner = this.#owners.get(timeline_id);
-    if (owner === undefined) this.#owners.set(timeline_id, owner = { term: 0n, commit_lsn: 0n, ingested_lsn: 0n });
+    if (owner === undefined) {
+      owner = { term: this.#terms.get(timeline_id), commit_lsn: 0n, ingested_lsn: 0n };
+      this.#owners.set(timeline_id, owner);
+    }
     return owner;
   }
 }

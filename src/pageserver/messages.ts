@@ -146,10 +146,17 @@ export function isRequest(message: Message): message is Request {
 
 /** The frame of `message`. */
 export function encodeMessage(message: Message): Uint8Array {
-  const w = new FieldWriter(message.type === "put" ? 64 * 1024 : 256);
+  const w = new FieldWriter(sizeHint(message));
   w.u32(message.id);
   writeBody(w, message);
   return encodeFrame(TYPE_CODES[message.type], w.finish());
+}
+
+/** About the body's size, so that a large one is written without growing (and copying) its buffer. */
+function sizeHint(m: Message): number {
+  if (m.type === "pages") return 8 + m.pages.length * (BLOCK_SIZE + 1);
+  if (m.type === "wal" || m.type === "wal_bytes") return 64 + m.bytes.length;
+  return m.type === "put" ? 64 * 1024 : 256;
 }
 
 function writeBody(w: FieldWriter, m: Message): void {

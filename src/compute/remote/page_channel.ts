@@ -155,8 +155,34 @@ export class PageChannel {
     if (frame.length > this.#request_area.length) throw new RangeError(`a request of ${frame.length} bytes`);
     this.#request_area.set(frame);
     Atomics.store(this.#control, CONTROL.REQUEST_LENGTH, frame.length);
+    return this.#waitSync({ op: "sync" });
+  }
+
+  /**
+   * Sends `request` now and returns its id: the I/O Worker keeps the reply for {@linkcode claimSync}, so the
+   * pageserver works on the next pages while Postgres reads these. Each prefetch is claimed or forgotten.
+   */
+  prefetch(request: RequestBody): number {
+    if (this.failure !== undefined) throw this.failure;
+    const id = (this.#id() | SYNC_BIT) >>> 0;
+    this.#command({ op: "prefetch", id, bytes: encodeMessage({ ...request, id } as Request) });
+    return id;
+  }
+
+  /** Blocks this thread until the reply to prefetch `id` is in, and returns it. */
+  claimSync(id: number): Reply {
+    if (this.failure !== undefined) throw this.failure;
+    return this.#waitSync({ op: "claim", id });
+  }
+
+  /** The reply to prefetch `id` will not be claimed: the I/O Worker drops it. */
+  forget(id: number): void {
+    if (this.failure === undefined) this.#command({ op: "forget", id });
+  }
+
+  #waitSync(command: IoCommand): Reply {
     const seq = Atomics.load(this.#control, CONTROL.REPLY_SEQ);
-    this.#command({ op: "sync" });
+    this.#command(command);
     if (Atomics.wait(this.#control, CONTROL.REPLY_SEQ, seq, SYNC_TIMEOUT_MS) === "timed-out") {
       const error = new PageserverUnavailableError(`the pageserver did not answer within ${SYNC_TIMEOUT_MS} ms`);
       this.#fail(error);

@@ -27,6 +27,9 @@ export type IoCommand =
   | { op: "connect"; hostname: string; port: number }
   | { op: "send"; bytes: Uint8Array }
   | { op: "sync" }
+  | { op: "prefetch"; id: number; bytes: Uint8Array }
+  | { op: "claim"; id: number }
+  | { op: "forget"; id: number }
   | { op: "close" };
 
 /** I/O Worker to engine thread, on a link's port. */

@@ -14,6 +14,8 @@
 import { FrameSplitter } from "../../pageserver/frames.ts";
 import { CONTROL, type IoCommand, type IoEvent, type IoSetup, SYNC_BIT } from "./page_channel_layout.ts";
 
+/** Prefetched replies held per link; the engine's thread keeps at most one per timeline outstanding. */
+const MAX_PREFETCHED = 64;
 /** The most links at once: a compute holds one per tenant, and a few while it reconnects. */
 const MAX_LINKS = 64;
 let links = 0;
@@ -45,6 +47,10 @@ class Link {
   #writing: Promise<void> = Promise.resolve();
   #sync_waiting = false;
   #done = false;
+  /** Prefetched requests by id: their reply once it came, and whether the engine's thread gave up on it. */
+  readonly #prefetched = new Map<number, { reply?: { type: number; body: Uint8Array }; forgotten: boolean }>();
+  /** The prefetch the engine's thread is blocked on, if its reply has not come yet. */
+  #claim: number | undefined;
 
   constructor(port: MessagePort, closed: () => void) {
     this.#port = port;
@@ -64,6 +70,16 @@ class Link {
     } else if (command.op === "sync") {
       this.#sync_waiting = true;
       this.#write(this.#request_area.slice(0, Atomics.load(this.#control, CONTROL.REQUEST_LENGTH)));
+    } else if (command.op === "prefetch") {
+      if (this.#prefetched.size >= MAX_PREFETCHED) this.#prefetched.delete(this.#prefetched.keys().next().value!);
+      this.#prefetched.set(command.id, { forgotten: false });
+      this.#write(command.bytes);
+    } else if (command.op === "claim") {
+      this.#takeClaim(command.id);
+    } else if (command.op === "forget") {
+      const entry = this.#prefetched.get(command.id);
+      if (entry?.reply !== undefined) this.#prefetched.delete(command.id);
+      else if (entry !== undefined) entry.forgotten = true;
     } else if (command.op === "close") {
       this.#disconnect("closed by the compute");
       this.#finish();
@@ -100,12 +116,40 @@ class Link {
     }
   }
 
+  #takeClaim(id: number): void {
+    const entry = this.#prefetched.get(id);
+    if (entry === undefined || entry.forgotten) return this.#failSync(true);
+    if (entry.reply === undefined) {
+      this.#claim = id;
+      this.#sync_waiting = true;
+      return;
+    }
+    this.#prefetched.delete(id);
+    this.#sync_waiting = true;
+    this.#deliver(entry.reply.type, entry.reply.body);
+  }
+
   #route(type: number, body: Uint8Array): void {
     const id = new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true);
+    const prefetched = this.#prefetched.get(id);
+    if (prefetched !== undefined) {
+      if (prefetched.forgotten) this.#prefetched.delete(id);
+      else if (this.#claim === id) {
+        this.#prefetched.delete(id);
+        this.#claim = undefined;
+        this.#deliver(type, body);
+      } else prefetched.reply = { type, body };
+      return;
+    }
     if ((id & SYNC_BIT) === 0 || !this.#sync_waiting) {
       this.#post({ op: "reply", type, body }, [body.buffer as ArrayBuffer]);
       return;
     }
+    this.#deliver(type, body);
+  }
+
+  /** Puts a reply in the shared area and wakes the engine's thread blocked on it. */
+  #deliver(type: number, body: Uint8Array): void {
     this.#sync_waiting = false;
     this.#reply_area[0] = type;
     this.#reply_area.set(body, 1);
@@ -141,10 +185,11 @@ class Link {
     this.#closed();
   }
 
-  /** Wakes an engine thread waiting for a reply that will not come. */
-  #failSync(): void {
-    if (!this.#sync_waiting) return;
+  /** Wakes an engine thread waiting for a reply that will not come (`now`: it is about to wait). */
+  #failSync(now = false): void {
+    if (!this.#sync_waiting && !now) return;
     this.#sync_waiting = false;
+    this.#claim = undefined;
     Atomics.store(this.#control, CONTROL.REPLY_LENGTH, -1);
     Atomics.add(this.#control, CONTROL.REPLY_SEQ, 1);
     Atomics.notify(this.#control, CONTROL.REPLY_SEQ);

@@ -13,7 +13,13 @@ import assert from "node:assert/strict";
 import type { Lsn } from "../../lsn.ts";
 import { LSN_MAX } from "../../lsn.ts";
 import type { WalSource } from "../../replication/wal_api.ts";
-import { type FileEntry, MAX_PAGES_PER_REQUEST, type PageKey, type PutRecord } from "../../pageserver/messages.ts";
+import {
+  type FileEntry,
+  MAX_PAGES_PER_REQUEST,
+  type PageKey,
+  type PageReply,
+  type PutRecord,
+} from "../../pageserver/messages.ts";
 import type { ComputePages, FileEvent, PageValue, PathMeta } from "../../storage/page_api.ts";
 import { BLOCK_SIZE } from "../../storage/page_api.ts";
 import type { PageChannel } from "./page_channel.ts";
@@ -27,6 +33,8 @@ const READ_AHEAD_FIRST_PAGES = 16;
 const READ_AHEAD_MAX_PAGES = 128;
 /** Files of at most this many pages are read whole at their first miss. */
 const SMALL_FILE_PAGES = 16;
+/** Files with a window asked for ahead at once. */
+const MAX_AHEAD = 4;
 /** The most read-ahead pages held, not yet read. */
 const PREFETCHED_PAGES = 1024;
 /** WAL sent to the pageserver in pieces of at most this many bytes. */
@@ -49,6 +57,8 @@ export class RemotePages implements ComputePages {
   readonly #last_read = new Map<string, number>();
   /** The read-ahead of each file read sequentially now (pages): a long scan pays fewer, larger round trips. */
   readonly #windows = new Map<string, number>();
+  /** Windows asked for ahead of a sequential read, by file; claimed by the read that reaches them. */
+  readonly #ahead = new Map<string, { start: number; count: number; id: number; stale: boolean }>();
   /** Paths' metadata: before the listing, what was asked (null: absent); after it, every path there is. */
   readonly #meta = new Map<string, PathMeta | null>();
   /** Each directory's names, from the listing on. */
@@ -81,6 +91,8 @@ export class RemotePages implements ComputePages {
     this.#wal = wal;
     this.#meta.clear();
     this.#prefetched.clear();
+    for (const ahead of this.#ahead.values()) this.#channel.forget(ahead.id);
+    this.#ahead.clear();
     this.#children.set("", new Set());
     for (const { path, meta } of files) {
       this.#meta.set(path, meta);
@@ -121,12 +133,15 @@ export class RemotePages implements ComputePages {
       this.#windows.delete(path);
       if (whole) window = SMALL_FILE_PAGES;
     }
-    const count = Math.max(1, Math.min(window, blocks - blkno));
-    const keys: PageKey[] = [];
-    for (let b = blkno; b < blkno + count; b++) {
-      keys.push({ path, blkno: b, not_modified_since: this.#lastWritten(path, b) });
+    let pages = this.#claimAhead(path, blkno);
+    if (pages === undefined) {
+      pages = this.#getPages(this.#keys(path, blkno, Math.max(1, Math.min(window, blocks - blkno))));
     }
-    const pages = this.#getPages(keys);
+    const count = pages.length;
+    // The next window is asked for now: the pageserver reads it while Postgres goes through this one.
+    if (sequential && blkno + count < blocks) {
+      this.#prefetchAhead(path, blkno + count, Math.min(window, blocks - blkno - count));
+    }
     if (this.#prefetched.size + count > PREFETCHED_PAGES) this.#prefetched.clear();
     for (let i = 1; i < count; i++) {
       const page = pages[i];
@@ -136,7 +151,49 @@ export class RemotePages implements ComputePages {
     return first === "absent" ? undefined : first === "zero" ? new Uint8Array(BLOCK_SIZE) : first;
   }
 
-  #getPages(keys: PageKey[]): (Uint8Array | "zero" | "absent")[] {
+  #keys(path: string, blkno: number, count: number): PageKey[] {
+    const keys: PageKey[] = [];
+    for (let b = blkno; b < blkno + count; b++) {
+      keys.push({ path, blkno: b, not_modified_since: this.#lastWritten(path, b) });
+    }
+    return keys;
+  }
+
+  #prefetchAhead(path: string, start: number, count: number): void {
+    if (this.#ahead.has(path) || this.#ahead.size >= MAX_AHEAD) return;
+    this.#sendRecords();
+    const keys = this.#keys(path, start, count);
+    const id = this.#channel.prefetch({ type: "get_pages", timeline_id: this.timeline_id, lsn: LSN_MAX, keys });
+    this.#ahead.set(path, { start, count, id, stale: false });
+  }
+
+  /** The pages of the window prefetched at `blkno` of `path`, if that is what was prefetched and still true. */
+  #claimAhead(path: string, blkno: number): PageReply[] | undefined {
+    const ahead = this.#ahead.get(path);
+    if (ahead === undefined) return undefined;
+    this.#ahead.delete(path);
+    if (ahead.start !== blkno || ahead.stale) {
+      this.#channel.forget(ahead.id);
+      return undefined;
+    }
+    const started_ms = performance.now();
+    const reply = this.#channel.claimSync(ahead.id);
+    assert(reply.type === "pages" && reply.pages.length === ahead.count, `get_pages answered with ${reply.type}`);
+    this.stats.requests++;
+    this.stats.pages += ahead.count;
+    this.stats.request_ms += performance.now() - started_ms;
+    return reply.pages;
+  }
+
+  /** A write to `path` (at `blkno`; undefined: the file itself) makes a prefetch that covers it stale. */
+  #invalidateAhead(path: string, blkno?: number): void {
+    const ahead = this.#ahead.get(path);
+    if (ahead !== undefined && (blkno === undefined || (blkno >= ahead.start && blkno < ahead.start + ahead.count))) {
+      ahead.stale = true;
+    }
+  }
+
+  #getPages(keys: PageKey[]): PageReply[] {
     assert(keys.length <= MAX_PAGES_PER_REQUEST);
     this.#sendRecords();
     const started_ms = performance.now();
@@ -175,6 +232,7 @@ export class RemotePages implements ComputePages {
     this.#records.push({ kind: "page", path, blkno, lsn, value: copy });
     this.#record_bytes += copy.kind === "image" ? BLOCK_SIZE : copy.ranges.reduce((n, r) => n + r.bytes.length + 4, 0);
     this.#prefetched.delete(`${path}#${blkno}`);
+    this.#invalidateAhead(path, blkno);
     this.#noteWritten(`${path}#${blkno}`, lsn);
     if (this.#record_bytes >= SEND_BATCH_BYTES) this.#sendRecords();
   }
@@ -183,6 +241,7 @@ export class RemotePages implements ComputePages {
     this.#records.push({ kind: "event", path, lsn, event: { ...event } });
     this.#record_bytes += path.length + 32;
     this.#applyEvent(path, event);
+    this.#invalidateAhead(path);
     this.#file_written.set(path, lsn);
     for (const key of [...this.#prefetched.keys()]) if (key.startsWith(path + "#")) this.#prefetched.delete(key);
   }

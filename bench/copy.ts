@@ -7,9 +7,9 @@
  */
 import postgres from "postgres";
 import { PGlite } from "@electric-sql/pglite";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage, concatBytes, cStrings } from "../src/compute/server/wire.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
+import { backendMessage, concatBytes, cStrings } from "../src/server/wire.ts";
 
 /** What {@linkcode benchCopy} measured. */
 export type CopyFigures = { rows: number; server_ms: number; pglite_ms: number; recovery_ms: number };

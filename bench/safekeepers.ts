@@ -6,8 +6,8 @@
  * @module
  */
 import postgres from "postgres";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
 import { spawnSafekeeper, type TarnProcess } from "../tests/fixtures/tarn_process.ts";
 import { tpcb } from "./server.ts";
 

@@ -10,8 +10,8 @@ import { PGLiteSocketServer } from "@electric-sql/pglite-socket";
 // @ts-types="npm:@types/pg@8.23.1"
 import pg from "pg";
 import { Tarn } from "../mod.ts";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
 
 /** One target's pgbench result. */
 export type PgbenchResult = { name: string; tps: number } | { name: string; skipped: string };

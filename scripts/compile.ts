@@ -56,7 +56,7 @@ async function compile(target: string, out_dir: string): Promise<string | undefi
       "--target",
       target,
       "--include",
-      `${ROOT}src/compute/server/engine_worker.ts`,
+      `${ROOT}src/server/engine_worker.ts`,
       "--include",
       `${ROOT}src/compute/remote/page_io_worker.ts`,
       "--output",

@@ -1,8 +1,8 @@
 import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import pg from "pg";
 import { EngineCrashedError, Tarn } from "../mod.ts";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
 
 Deno.test("engine crash, embedded: the statement rejects with EngineCrashedError and the next connect() works", async () => {
   const restarts: Record<string, unknown>[] = [];

@@ -3,7 +3,7 @@ import { deepStrictEqual, rejects } from "node:assert/strict";
 import pg from "pg";
 import postgres from "postgres";
 import { Tarn } from "../mod.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
+import { TarnServer } from "../src/server/server.ts";
 
 Deno.test({
   name: "server auth: SCRAM-SHA-256 lets the right password in and keeps wrong or missing ones out",

@@ -1,8 +1,8 @@
 import { deepStrictEqual, equal, ok, rejects } from "node:assert/strict";
 import postgres from "postgres";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage } from "../src/compute/server/wire.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
+import { backendMessage } from "../src/server/wire.ts";
 import { startupPacket } from "./fixtures/startup_packet.ts";
 
 /** A server whose engine runs in a Worker (as `tarn start` runs it), over an in-memory database. */

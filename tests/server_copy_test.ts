@@ -7,9 +7,9 @@ import { PGlite } from "@electric-sql/pglite";
 // @ts-types="npm:@types/pg@8.23.1"
 import pg from "pg";
 import postgres from "postgres";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage, concatBytes, cStrings } from "../src/compute/server/wire.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
+import { backendMessage, concatBytes, cStrings } from "../src/server/wire.ts";
 import {
   copyData,
   copyDone,

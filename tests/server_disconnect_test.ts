@@ -1,8 +1,8 @@
 import { deepStrictEqual, ok } from "node:assert/strict";
 import pg from "pg";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage, cStrings } from "../src/compute/server/wire.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
+import { backendMessage, cStrings } from "../src/server/wire.ts";
 import { startupPacket } from "./fixtures/startup_packet.ts";
 
 Deno.test({

@@ -4,8 +4,8 @@ import { deepStrictEqual } from "node:assert/strict";
 // @ts-types="npm:@types/pg@8.23.1"
 import pg from "pg";
 import { Tarn } from "../mod.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage, cStrings } from "../src/compute/server/wire.ts";
+import { TarnServer } from "../src/server/server.ts";
+import { backendMessage, cStrings } from "../src/server/wire.ts";
 import { startupPacket } from "./fixtures/startup_packet.ts";
 import { prng } from "./fixtures/prng.ts";
 

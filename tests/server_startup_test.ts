@@ -1,8 +1,8 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
 import pg from "pg";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage } from "../src/compute/server/wire.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
+import { backendMessage } from "../src/server/wire.ts";
 import { startupPacket } from "./fixtures/startup_packet.ts";
 
 /** Everything the server sends until it closes the connection (or `limit_ms` passes: then "open"). */

@@ -3,9 +3,9 @@
 // the fuzzing sessions do to their own connections, the server must keep serving, and `ledger` must hold exactly
 // the commits it acknowledged. Seeded: the seed is printed, and TARN_FUZZ_SEED replays a run.
 import { deepStrictEqual, ok } from "node:assert/strict";
-import { EngineHost } from "../src/compute/server/engine_host.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage } from "../src/compute/server/wire.ts";
+import { EngineHost } from "../src/server/engine_host.ts";
+import { TarnServer } from "../src/server/server.ts";
+import { backendMessage } from "../src/server/wire.ts";
 import { copyData, copyDone, copyFail, describe, query, RawSession } from "./fixtures/raw_session.ts";
 import { prng } from "./fixtures/prng.ts";
 

@@ -3,8 +3,8 @@ import { deepStrictEqual, ok, rejects } from "node:assert/strict";
 import pg from "pg";
 import postgres from "postgres";
 import { Tarn } from "../mod.ts";
-import { TarnServer } from "../src/compute/server/server.ts";
-import { backendMessage, concatBytes, cStrings } from "../src/compute/server/wire.ts";
+import { TarnServer } from "../src/server/server.ts";
+import { backendMessage, concatBytes, cStrings } from "../src/server/wire.ts";
 
 /** A server on a free port over an in-memory database, stopped after `fn`. */
 async function withServer(fn: (port: number, tarn: Tarn) => Promise<void>, idle_in_transaction_ms?: number) {

@@ -1,5 +1,5 @@
 import { deepStrictEqual, equal, throws } from "node:assert/strict";
-import { shareMemoryImport } from "../src/compute/server/shared_memory.ts";
+import { shareMemoryImport } from "../src/server/shared_memory.ts";
 
 /** `(module (import "env" "memory" (memory 1)))`, preceded by a function type and a function import. */
 function moduleImportingMemory(limits: number[]): Uint8Array<ArrayBuffer> {

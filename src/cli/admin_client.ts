@@ -6,7 +6,7 @@
  * @module
  */
 import { readCheckedJson, writeCheckedJson } from "../checked_json.ts";
-import { type AdminRequest, type BranchRow, runAdmin } from "../compute/server/admin.ts";
+import { type AdminRequest, type BranchRow, runAdmin } from "../branch_admin.ts";
 import { DatabaseLockedError } from "../errors.ts";
 import { Tarn } from "../tarn.ts";
 import { UsageError } from "./flags.ts";

@@ -5,8 +5,8 @@
  * @module
  */
 import type { BranchAt } from "../replication/branch_point.ts";
-import type { BranchRow } from "../compute/server/admin.ts";
-import type { AdminRequest } from "../compute/server/admin.ts";
+import type { BranchRow } from "../branch_admin.ts";
+import type { AdminRequest } from "../branch_admin.ts";
 import { pageserverAdmin, pageserverStatus } from "../pageserver/http_client.ts";
 import { runOnDirectory } from "./admin_client.ts";
 import { safekeeperStatus } from "./safekeeper_status.ts";

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { EngineHost } from "../compute/server/engine_host.ts";
+import { EngineHost } from "../server/engine_host.ts";
 import { flagValue, parseFlags, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
 import { readPassword, serveUntilSignal } from "./start.ts";

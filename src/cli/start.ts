@@ -3,9 +3,9 @@
  *
  * @module
  */
-import { type EngineFailedError, EngineHost } from "../compute/server/engine_host.ts";
-import type { AdminRequest } from "../compute/server/admin.ts";
-import { type ServerOptions, TarnServer } from "../compute/server/server.ts";
+import { type EngineFailedError, EngineHost } from "../server/engine_host.ts";
+import type { AdminRequest } from "../branch_admin.ts";
+import { type ServerOptions, TarnServer } from "../server/server.ts";
 import type { Logger } from "../logger.ts";
 import { removeServerFile, writeServerFile } from "./admin_client.ts";
 import { flagValue, parseFlags, UsageError } from "./flags.ts";

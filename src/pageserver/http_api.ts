@@ -5,7 +5,7 @@
  * @module
  */
 import { formatLsn } from "../lsn.ts";
-import { type AdminRequest, parseAdminRequest, runAdmin } from "../compute/server/admin.ts";
+import { type AdminRequest, parseAdminRequest, runAdmin } from "../branch_admin.ts";
 import { PageserverError } from "./pageserver_error.ts";
 import type { PageserverMetrics } from "./metrics.ts";
 import type { TenantRegistry } from "./tenant_registry.ts";

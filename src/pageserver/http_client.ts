@@ -5,7 +5,7 @@
  *
  * @module
  */
-import type { AdminRequest, BranchRow } from "../compute/server/admin.ts";
+import type { AdminRequest, BranchRow } from "../branch_admin.ts";
 
 /** The pageserver could not be reached over HTTP, or did not answer as its API does. */
 export class PageserverUnreachableError extends Error {

@@ -7,7 +7,7 @@
  *
  * @module
  */
-import type { AdminRequest, BranchRow } from "../server/admin.ts";
+import type { AdminRequest, BranchRow } from "../../branch_admin.ts";
 import { Compute, type ComputeOptions, type TimelineStorage } from "../compute.ts";
 import { ConfigurationError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";

@@ -6,15 +6,15 @@
  *
  * @module
  */
-import type { AdminRequest } from "./admin.ts";
-import type { BranchStats } from "../remote/remote_tenant.ts";
+import type { AdminRequest } from "../branch_admin.ts";
+import type { BranchStats } from "../compute/remote/remote_tenant.ts";
 import { ServerMetrics } from "./server_metrics.ts";
 import { scramSecret } from "./scram.ts";
 import { ServerSession, type SharedBackend } from "./session.ts";
 import type { BackendState } from "./backend_handover.ts";
-import type { BranchAt } from "../../replication/branch_point.ts";
+import type { BranchAt } from "../replication/branch_point.ts";
 import { errorResponse, ProtocolError } from "./wire.ts";
-import type { Logger } from "../../logger.ts";
+import type { Logger } from "../logger.ts";
 
 const DEFAULT_IDLE_IN_TRANSACTION_MS = 60_000;
 

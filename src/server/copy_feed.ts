@@ -12,7 +12,7 @@
  *
  * @module
  */
-import { COPY_INPUT_MAX_BYTES, copyFail, type CopyInput } from "../engine_guard.ts";
+import { COPY_INPUT_MAX_BYTES, copyFail, type CopyInput } from "../compute/engine_guard.ts";
 
 /** Bytes one feed carries. */
 export const FEED_BYTES = COPY_INPUT_MAX_BYTES;

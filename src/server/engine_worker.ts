@@ -6,16 +6,16 @@
  * @module
  */
 /// <reference lib="deno.worker" />
-import type { Compute } from "../compute.ts";
+import type { Compute } from "../compute/compute.ts";
 import { shareWasmMemory } from "./shared_memory.ts";
 import { disablePostgresTimers } from "./postgres_timers.ts";
 import { type Lane, LANE_BYTES, LaneServer } from "./engine_channel.ts";
-import type { BranchAt } from "../../replication/branch_point.ts";
-import { Tarn } from "../../tarn.ts";
-import { RemoteTenant } from "../remote/remote_tenant.ts";
-import { runAdmin } from "./admin.ts";
+import type { BranchAt } from "../replication/branch_point.ts";
+import { Tarn } from "../tarn.ts";
+import { RemoteTenant } from "../compute/remote/remote_tenant.ts";
+import { runAdmin } from "../branch_admin.ts";
 import { copyFeedInput } from "./copy_feed.ts";
-import type { CopyInput } from "../engine_guard.ts";
+import type { CopyInput } from "../compute/engine_guard.ts";
 import {
   type AttachedCompute,
   CONTROL_CANCEL_SEQ,

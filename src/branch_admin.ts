@@ -1,11 +1,12 @@
 /**
- * Branch administration of a running server: the operations `tarn branch` and `tarn status` run, as one JSON
- * request each (`docs/wire_protocol.md`, "Administration"). The same operations run on a directory no server holds.
+ * Branch administration as requests: the operations `tarn branch` and `tarn status` run, as one JSON request each,
+ * on a running server (`docs/wire_protocol.md`, "Administration"), on a pageserver's tenant
+ * (`docs/pageserver_protocol.md`), or on a directory no server holds.
  *
  * @module
  */
-import type { BranchAt } from "../../replication/branch_point.ts";
-import type { BranchInfo, BranchStart } from "../../branch_manager.ts";
+import type { BranchAt } from "./replication/branch_point.ts";
+import type { BranchInfo, BranchStart } from "./branch_manager.ts";
 
 /** What administration needs from a database: `Tarn` has it. */
 export type BranchAdmin = {

@@ -5,7 +5,7 @@
  *
  * @module
  */
-import { type AdminRequest, parseAdminRequest } from "./admin.ts";
+import { type AdminRequest, parseAdminRequest } from "../branch_admin.ts";
 import { concatBytes } from "./wire.ts";
 
 const MAX_HEAD_BYTES = 8 * 1024;

@@ -33,7 +33,7 @@ import {
   TEMP_OBJECTS,
 } from "./backend_handover.ts";
 import { startupSettings } from "./startup_settings.ts";
-import type { AdminRequest } from "./admin.ts";
+import type { AdminRequest } from "../branch_admin.ts";
 import {
   authenticationOk,
   backendKeyData,

@@ -5,7 +5,7 @@
  * @module
  */
 import { isHttpRequest, serveAdminHttp } from "./admin_http.ts";
-import type { AdminRequest } from "./admin.ts";
+import type { AdminRequest } from "../branch_admin.ts";
 import type { ClientConnection } from "./client_connection.ts";
 import { ProtocolError } from "./wire.ts";
 

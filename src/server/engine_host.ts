@@ -6,8 +6,8 @@
  *
  * @module
  */
-import type { BranchAt } from "../../replication/branch_point.ts";
-import type { AdminRequest } from "./admin.ts";
+import type { BranchAt } from "../replication/branch_point.ts";
+import type { AdminRequest } from "../branch_admin.ts";
 import {
   type AttachedCompute,
   CONTROL_CANCEL_SEQ,
@@ -19,10 +19,10 @@ import {
 import type { BackendFn, CopyStream, SharedBackend } from "./session.ts";
 import { LaneClient, makeLane } from "./engine_channel.ts";
 import { CopyFeedWriter, FEED_BYTES, makeCopyFeed } from "./copy_feed.ts";
-import { copyFail } from "../engine_guard.ts";
-import type { Logger } from "../../logger.ts";
-import { pageIoPort, startPageIoWorker } from "../remote/page_channel.ts";
-import type { BranchStats } from "../remote/remote_tenant.ts";
+import { copyFail } from "../compute/engine_guard.ts";
+import type { Logger } from "../logger.ts";
+import { pageIoPort, startPageIoWorker } from "../compute/remote/page_channel.ts";
+import type { BranchStats } from "../compute/remote/remote_tenant.ts";
 
 /** Requests in flight at once; each client connection has at most one, so this is far above need. */
 const MAX_PENDING = 10_000;

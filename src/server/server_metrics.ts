@@ -4,8 +4,8 @@
  *
  * @module
  */
-import { LatencyHistogram } from "../../latency_histogram.ts";
-import type { BranchStats } from "../remote/remote_tenant.ts";
+import { LatencyHistogram } from "../latency_histogram.ts";
+import type { BranchStats } from "../compute/remote/remote_tenant.ts";
 
 /** The server's counters. */
 export class ServerMetrics {

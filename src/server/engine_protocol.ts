@@ -11,8 +11,8 @@
  * @module
  */
 
-import type { BranchAt } from "../../replication/branch_point.ts";
-import type { AdminRequest } from "./admin.ts";
+import type { BranchAt } from "../replication/branch_point.ts";
+import type { AdminRequest } from "../branch_admin.ts";
 import type { Lane } from "./engine_channel.ts";
 import type { CopyFeedMemory } from "./copy_feed.ts";
 

@@ -117,6 +117,26 @@ Deno.test({
 });
 
 Deno.test({
+  name: "session state: a connection alone on its branch leaves nothing prepared for the next one",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(60_000, async (connect) => {
+      const a = await connect();
+      await a.query("prepare leftover as select 1");
+      await a.query({ name: "protocol_level", text: "select 2" });
+      await a.end();
+      const b = await connect();
+      equal(await value(b, "select count(*)::int from pg_prepared_statements"), 0, "a's statements are gone");
+      await b.query("execute leftover").then(
+        () => ok(false, "b ran a's prepared statement"),
+        (e: PgError) => equal(e.code, "26000"),
+      );
+      await b.end();
+    }),
+});
+
+Deno.test({
   name: "session state: a SET of a reported setting, and its rollback, reach the client as ParameterStatus",
   sanitizeResources: false,
   sanitizeOps: false,

@@ -107,9 +107,11 @@ export function handover(state: BackendState, owner: number, startup: string[]):
   const captures = state.dirty && state.last_owner !== 0 && !state.last_owner_gone;
   const apply = state.dirty || state.settings_key !== settings_key || own !== "";
   const orphans = [...state.orphans].map((name) => `DEALLOCATE ${quoteIdent(name)};`);
+  // A backend first seen through this handle: whatever is prepared in it belongs to sessions that have all left.
+  const unowned = state.last_owner === 0 ? ["DEALLOCATE ALL;"] : [deallocateUnowned([...state.prepared.keys()])];
   const sql = [
     ...captures ? [CAPTURE_SQL] : [],
-    ...state.last_owner_gone && state.dirty ? [deallocateUnowned([...state.prepared.keys()])] : orphans,
+    ...(state.last_owner === 0 || state.last_owner_gone) && state.dirty ? unowned : orphans,
     ...state.dirty ? [RESET_SQL] : [],
     ...apply ? startup : [],
     own,

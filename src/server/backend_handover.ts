@@ -6,7 +6,9 @@
  * - Settings (`SET`, `set_config`): when a session that may have changed some gives the backend away, its
  *   session-level settings are read (`pg_settings`, source `session`) and kept, then `RESET ALL`; when it takes
  *   the backend again, they are set again. So no session sees another's settings, and each keeps its own.
- * - Cursors, LISTEN, advisory locks: dropped at a hand-over (`CLOSE ALL`, `UNLISTEN *`, unlock all).
+ * - Cursors, advisory locks: dropped at a hand-over (`CLOSE ALL`, unlock all).
+ * - LISTEN: the backend listens to every channel some session listens to, whoever holds it; the server routes each
+ *   notification to its listeners (`notifications.ts`).
  * - Temporary tables cannot be kept per session in one backend, nor dropped under a session that still uses them:
  *   a session that holds temporary objects at the end of a transaction keeps the backend (others wait) until it
  *   drops them or leaves; if it stays idle while others wait, it is disconnected with a message that says why.
@@ -14,6 +16,7 @@
  *
  * @module
  */
+import { NotificationHub } from "./notifications.ts";
 import { textRows } from "./wire.ts";
 
 /** What a compute's backend carries from one owner to the next. */
@@ -34,6 +37,8 @@ export type BackendState = {
   orphans: Set<string>;
   /** The last owner has left: what it prepared by SQL and never showed goes at the next hand-over. */
   last_owner_gone: boolean;
+  /** Who listens to which channel, among the sessions of this backend. */
+  notifications: NotificationHub;
 };
 
 /** A backend first seen: it may carry state from sessions served through another handle, so it is reset once. */
@@ -47,6 +52,7 @@ export function newBackendState(): BackendState {
     prepared: new Map(),
     orphans: new Set(),
     last_owner_gone: false,
+    notifications: new NotificationHub(),
   };
 }
 
@@ -67,7 +73,7 @@ export const TEMP_OBJECTS = /\b(temp|temporary|pg_temp)\b/i;
  * Who the session is comes first: a session that took another role may not be allowed the rest. PGlite's
  * `SET SESSION AUTHORIZATION DEFAULT` keeps the role it was set to, so the superuser is named.
  */
-const RESET_SQL = "SET SESSION AUTHORIZATION postgres; RESET ROLE; RESET ALL; CLOSE ALL; UNLISTEN *; " +
+const RESET_SQL = "SET SESSION AUTHORIZATION postgres; RESET ROLE; RESET ALL; CLOSE ALL; " +
   "SELECT pg_advisory_unlock_all(); DISCARD TEMP;";
 
 /**

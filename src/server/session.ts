@@ -33,6 +33,14 @@ import {
   TEMP_OBJECTS,
 } from "./backend_handover.ts";
 import { startupSettings } from "./startup_settings.ts";
+import {
+  LISTEN_STATEMENT,
+  type ListenCommand,
+  listenCommands,
+  type Listener,
+  type NotificationHub,
+  rolledBack,
+} from "./notifications.ts";
 import type { AdminRequest } from "../branch_admin.ts";
 import {
   authenticationOk,
@@ -104,6 +112,9 @@ export type SessionContext = {
   admin?: (request: AdminRequest) => Promise<unknown>;
 };
 
+/** Notifications held for a busy client; beyond it they are dropped (PostgreSQL's queue is bounded too). */
+const MAX_PENDING_NOTIFICATIONS = 10_000;
+
 /** One client connection. */
 export class ServerSession {
   readonly id: number;
@@ -133,6 +144,13 @@ export class ServerSession {
   #copy_reading = false;
   /** What went wrong while a COPY read the client, raised once the statement has ended. */
   #copy_error: Error | undefined;
+  /** This session as the branch's notification hub knows it. */
+  readonly #listener: Listener = { id: 0, deliver: (message) => this.#notify(message) };
+  /** LISTEN/UNLISTEN commands run in the current transaction, applied to the hub once it commits. */
+  #listen_commands: ListenCommand[] = [];
+  /** Notifications for this client that wait for its statement to end. */
+  #notifications: Uint8Array[] = [];
+  #running = false;
   /** The session may have made temporary objects since it took the backend: check before giving it back. */
   #maybe_temp = false;
   /** The session holds temporary objects: it keeps the backend between transactions. */
@@ -145,6 +163,7 @@ export class ServerSession {
    */
   constructor(conn: Deno.Conn, id: number, ctx: SessionContext) {
     this.id = id;
+    this.#listener.id = id;
     this.#ctx = ctx;
     this.#client = new ClientConnection(conn, ctx.max_message_bytes);
   }
@@ -197,7 +216,10 @@ export class ServerSession {
       this.#owned = undefined;
     }
     const state = this.#compute && this.#ctx.backends.get(this.#compute);
-    if (state !== undefined) sessionLeft(state, this.id);
+    if (state !== undefined) {
+      sessionLeft(state, this.id);
+      state.notifications.leave(this.#listener);
+    }
     this.#client.close();
     await this.#release?.();
   }
@@ -288,6 +310,7 @@ export class ServerSession {
           this.#ctx.backends.get(this.#compute!)!.dirty = true;
           this.#settings_may_change = true;
         }
+        if (LISTEN_STATEMENT.test(text)) this.#listen_commands.push(...listenCommands(text));
         if (TEMP_OBJECTS.test(text)) this.#maybe_temp = true;
       }
       if (message.type === "Q" || message.type === "F") await this.#run([...this.#batch.splice(0), frame(message)]);
@@ -301,6 +324,7 @@ export class ServerSession {
 
   /** Sends messages to Postgres in one call and its replies to the client; releases the backend when idle. */
   async #run(messages: Uint8Array[]): Promise<void> {
+    this.#running = true;
     const call = this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
     this.#in_flight = call;
     // A client that goes away mid-statement has it cancelled, as PostgreSQL does; then it is rolled back.
@@ -323,6 +347,8 @@ export class ServerSession {
     if (timed_out) reply = asStatementTimeout(reply);
     if (this.#closed) return; // closed meanwhile (server shutdown): close() took the backend back
     if (this.#copy_error !== undefined) throw this.#copy_error;
+    const hub = this.#ctx.backends.get(this.#compute!)!.notifications;
+    reply = hub.route(this.#listener, reply);
     // Postgres ends every answer it has finished with ReadyForQuery; without one, it waits for more of the batch
     // (a Sync that a COPY consumed, or the rest of an extended-protocol batch after a Flush).
     const n = reply.length;
@@ -330,8 +356,15 @@ export class ServerSession {
     if (ready) this.#status = String.fromCharCode(reply[n - 1]);
     if (ready && this.#settings_may_change && this.#status !== "E") reply = await this.#withReportedChanges(reply);
     this.#open_batch = !ready;
+    if (ready && this.#status === "I" && this.#listen_commands.length > 0) await this.#syncListens(hub, reply);
+    // Postgres sends a committed notification when it next reads a command: a Sync makes it read one now.
+    if (ready && this.#status === "I" && hub.active) {
+      hub.route(this.#listener, await this.#owned!.exec(backendMessage("S")));
+    }
     await this.#write(reply);
     if (this.#status === "I" && !this.#open_batch) {
+      this.#running = false;
+      await this.#flushNotifications();
       if (this.#maybe_temp) {
         this.#holds_temp = holdsTemp(await this.#owned!.exec(backendMessage("Q", cStrings(HOLDS_TEMP_SQL))));
         this.#maybe_temp = this.#holds_temp;
@@ -450,6 +483,28 @@ export class ServerSession {
         `when others wait`,
     )).catch(() => {});
     await this.close();
+  }
+
+  /** The transaction that ran LISTEN/UNLISTEN ended: unless it rolled back, they hold; the backend follows. */
+  async #syncListens(hub: NotificationHub, reply: Uint8Array): Promise<void> {
+    const commands = this.#listen_commands;
+    this.#listen_commands = [];
+    if (rolledBack(reply)) return;
+    hub.apply(this.#listener, commands);
+    await this.#owned!.exec(backendMessage("Q", cStrings(hub.syncSql())));
+  }
+
+  /** A notification for this client: now if it is idle, else once its statement ends. */
+  #notify(message: Uint8Array): void {
+    if (this.#closed || this.#notifications.length >= MAX_PENDING_NOTIFICATIONS) return;
+    this.#notifications.push(message);
+    if (!this.#running) this.#flushNotifications().catch(() => {});
+  }
+
+  async #flushNotifications(): Promise<void> {
+    if (this.#notifications.length === 0) return;
+    const messages = this.#notifications.splice(0);
+    await this.#write(concatBytes(messages));
   }
 
   #write(bytes: Uint8Array): Promise<void> {

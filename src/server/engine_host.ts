@@ -16,7 +16,7 @@ import {
   type EngineRequest,
   type ExecResult,
 } from "./engine_protocol.ts";
-import type { BackendFn, CopyStream, SharedBackend } from "./session.ts";
+import type { BackendFn, CopyStream, SharedBackend } from "./shared_backend.ts";
 import { LaneClient, makeLane } from "./engine_channel.ts";
 import { CopyFeedWriter, FEED_BYTES, makeCopyFeed } from "./copy_feed.ts";
 import { copyFail } from "../compute/engine_guard.ts";

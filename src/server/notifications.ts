@@ -91,14 +91,7 @@ export class NotificationHub {
       } else kept.push(message);
       at = end;
     }
-    if (!found) return reply;
-    const out = new Uint8Array(kept.reduce((n, m) => n + m.length, 0));
-    let at = 0;
-    for (const message of kept) {
-      out.set(message, at);
-      at += message.length;
-    }
-    return out;
+    return found ? concat(kept) : reply;
   }
 
   #send(from: Listener, message: Uint8Array): void {
@@ -117,6 +110,49 @@ export class NotificationHub {
     listeners?.delete(listener);
     if (listeners?.size === 0) this.#channels.delete(channel);
   }
+}
+
+/** Notifications held for a busy client; beyond it they are dropped (PostgreSQL's queue is bounded too). */
+const MAX_HELD_NOTIFICATIONS = 10_000;
+
+/** A session's notifications: written at once while its client is idle, held while a statement of it runs. */
+export class NotificationInbox {
+  readonly #write: (bytes: Uint8Array) => Promise<void>;
+  readonly #held: Uint8Array[] = [];
+  #busy = false;
+
+  /** @param write how bytes reach the client (in order with the session's replies) */
+  constructor(write: (bytes: Uint8Array) => Promise<void>) {
+    this.#write = write;
+  }
+
+  /** A notification for the client. */
+  push(message: Uint8Array): void {
+    if (this.#held.length >= MAX_HELD_NOTIFICATIONS) return;
+    this.#held.push(message);
+    if (!this.#busy) this.release().catch(() => {});
+  }
+
+  /** A statement starts: notifications wait for its reply. */
+  hold(): void {
+    this.#busy = true;
+  }
+
+  /** The session is idle again: what waited goes to the client. */
+  async release(): Promise<void> {
+    this.#busy = false;
+    if (this.#held.length > 0) await this.#write(concat(this.#held.splice(0)));
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
 }
 
 /** Whether `reply` ends a transaction by rolling it back (its last CommandComplete says ROLLBACK). */

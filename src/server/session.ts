@@ -8,10 +8,12 @@
  *
  * @module
  */
-import { authenticate, AuthenticationFailedError, type ScramSecret } from "./scram.ts";
+import { authenticate, AuthenticationFailedError } from "./scram.ts";
 import { renameStatements } from "./statement_names.ts";
 import { readCopyIn } from "./copy_in.ts";
 import { ClientConnection } from "./client_connection.ts";
+import type { SessionContext } from "./session_context.ts";
+import type { CopyStream, SharedBackend } from "./shared_backend.ts";
 import { readStartup } from "./session_startup.ts";
 import { REPORTED_SQL, ReportedSettings } from "./reported_settings.ts";
 import {
@@ -22,7 +24,6 @@ import {
   timeoutsOf,
 } from "./session_timeouts.ts";
 import {
-  type BackendState,
   handedOver,
   handover,
   HOLDS_TEMP_SQL,
@@ -39,9 +40,9 @@ import {
   listenCommands,
   type Listener,
   type NotificationHub,
+  NotificationInbox,
   rolledBack,
 } from "./notifications.ts";
-import type { AdminRequest } from "../branch_admin.ts";
 import {
   authenticationOk,
   backendKeyData,
@@ -55,65 +56,6 @@ import {
   ProtocolError,
   readyForQuery,
 } from "./wire.ts";
-
-/**
- * The client's side of a COPY FROM STDIN running in Postgres: `write` gives the client Postgres's replies so far
- * (CopyInResponse first), `read` the client's next messages (CopyData, CopyDone or CopyFail, Flush, Sync).
- */
-export type CopyStream = { write(bytes: Uint8Array): Promise<void>; read(): Promise<Uint8Array> };
-
-/**
- * What an owner of a backend does with it: `exec` passes raw protocol messages to Postgres and resolves with its
- * replies once the WAL they wrote is durable; `idle` runs the checkpoint policy, for when no transaction is open.
- */
-export type BackendFn<T> = (
-  exec: (message: Uint8Array) => Promise<Uint8Array>,
-  idle: () => Promise<void>,
-) => Promise<T>;
-
-/** A compute's single Postgres backend, which the sessions of a branch share. */
-export interface SharedBackend {
-  /**
-   * Runs `fn` with the backend to itself; other owners wait. A COPY FROM STDIN streams through `copy` where the
-   * backend can wait for the client's data (the engine in a Worker); elsewhere it fails with an error saying so.
-   */
-  exclusive<T>(fn: BackendFn<T>, copy?: CopyStream): Promise<T>;
-  /** Cancels the statement running now, if any and if it can be reached; says whether a cancel was sent. */
-  cancel?(): boolean;
-}
-
-/** What a session needs from its server. */
-export type SessionContext = {
-  /** The compute serving these startup parameters (branch selection), and its release. */
-  attach(params: Record<string, string>): Promise<{ compute: SharedBackend; release: () => Promise<void> }>;
-  /** Per compute: who used its backend last, whether that may have left session state, and whose settings apply. */
-  backends: WeakMap<SharedBackend, BackendState>;
-  /** Postgres crashed under `session`'s statement: the other sessions of `compute` lost their backend too. */
-  engineFailed(compute: SharedBackend, session: ServerSession): void;
-  /** A CancelRequest arrived: cancel the running statement of the session with this id, when the secret matches. */
-  cancel(pid: number, secret: number): void;
-  /** A client must be through startup and authentication within this (ms). */
-  authentication_timeout_ms: number;
-  /** Largest message accepted (bytes). */
-  max_message_bytes: number;
-  /** A session idle inside a transaction longer than this is rolled back and closed (ms). */
-  idle_in_transaction_ms: number;
-  /** Structured log line. */
-  log(event: string, fields: Record<string, unknown>): void;
-  /** When set, clients authenticate with SCRAM-SHA-256 against this secret; else trust. */
-  password?: Promise<ScramSecret>;
-  /** The server's metrics in Prometheus's text format (`GET /metrics`). */
-  metrics?: () => Promise<string>;
-  /** The server's state as JSON (`GET /status`). */
-  status?: () => Promise<unknown>;
-  /** A statement took `elapsed_ms`, from its messages to the reply (for `/metrics`). */
-  statementDone?: (elapsed_ms: number) => void;
-  /** Runs an administration request (`tarn branch` on a running server); undefined: none is served. */
-  admin?: (request: AdminRequest) => Promise<unknown>;
-};
-
-/** Notifications held for a busy client; beyond it they are dropped (PostgreSQL's queue is bounded too). */
-const MAX_PENDING_NOTIFICATIONS = 10_000;
 
 /** One client connection. */
 export class ServerSession {
@@ -145,12 +87,10 @@ export class ServerSession {
   /** What went wrong while a COPY read the client, raised once the statement has ended. */
   #copy_error: Error | undefined;
   /** This session as the branch's notification hub knows it. */
-  readonly #listener: Listener = { id: 0, deliver: (message) => this.#notify(message) };
+  readonly #inbox = new NotificationInbox((bytes) => this.#write(bytes));
+  readonly #listener: Listener = { id: 0, deliver: (message) => this.#inbox.push(message) };
   /** LISTEN/UNLISTEN commands run in the current transaction, applied to the hub once it commits. */
   #listen_commands: ListenCommand[] = [];
-  /** Notifications for this client that wait for its statement to end. */
-  #notifications: Uint8Array[] = [];
-  #running = false;
   /** The session may have made temporary objects since it took the backend: check before giving it back. */
   #maybe_temp = false;
   /** The session holds temporary objects: it keeps the backend between transactions. */
@@ -324,7 +264,7 @@ export class ServerSession {
 
   /** Sends messages to Postgres in one call and its replies to the client; releases the backend when idle. */
   async #run(messages: Uint8Array[]): Promise<void> {
-    this.#running = true;
+    this.#inbox.hold();
     const call = this.#owned!.exec(messages.length === 1 ? messages[0] : concatBytes(messages));
     this.#in_flight = call;
     // A client that goes away mid-statement has it cancelled, as PostgreSQL does; then it is rolled back.
@@ -363,8 +303,7 @@ export class ServerSession {
     }
     await this.#write(reply);
     if (this.#status === "I" && !this.#open_batch) {
-      this.#running = false;
-      await this.#flushNotifications();
+      await this.#inbox.release();
       if (this.#maybe_temp) {
         this.#holds_temp = holdsTemp(await this.#owned!.exec(backendMessage("Q", cStrings(HOLDS_TEMP_SQL))));
         this.#maybe_temp = this.#holds_temp;
@@ -492,19 +431,6 @@ export class ServerSession {
     if (rolledBack(reply)) return;
     hub.apply(this.#listener, commands);
     await this.#owned!.exec(backendMessage("Q", cStrings(hub.syncSql())));
-  }
-
-  /** A notification for this client: now if it is idle, else once its statement ends. */
-  #notify(message: Uint8Array): void {
-    if (this.#closed || this.#notifications.length >= MAX_PENDING_NOTIFICATIONS) return;
-    this.#notifications.push(message);
-    if (!this.#running) this.#flushNotifications().catch(() => {});
-  }
-
-  async #flushNotifications(): Promise<void> {
-    if (this.#notifications.length === 0) return;
-    const messages = this.#notifications.splice(0);
-    await this.#write(concatBytes(messages));
   }
 
   #write(bytes: Uint8Array): Promise<void> {

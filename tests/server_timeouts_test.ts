@@ -51,3 +51,41 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name: "server timeouts: ALTER DATABASE and ALTER ROLE ... SET apply to new sessions; startup options override them",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const engine = await EngineHost.open({ compute_idle_ms: 60_000, page_cache_pages: 1024 });
+    const server = TarnServer.start(engine, { port: 0 });
+    const base = { host: "127.0.0.1", port: server.port, user: "postgres" };
+    const clients: pg.Client[] = [];
+    const connect = async (extra: Record<string, unknown> = {}) => {
+      const client = new pg.Client({ ...base, ...extra });
+      client.on("error", () => {});
+      await client.connect();
+      clients.push(client);
+      return client;
+    };
+    const show = async (client: pg.Client) => (await client.query("show statement_timeout")).rows[0].statement_timeout;
+    try {
+      const admin = await connect();
+      await admin.query("alter database postgres set statement_timeout = '250ms'");
+      equal(await show(admin), "0", "a running session keeps what it had");
+      const after = await connect();
+      equal(await show(after), "250ms");
+      await after.query(LONG).then(() => ok(false, "not cancelled"), (e: PgError) => equal(e.code, "57014"));
+      // The role's setting wins over the database's; the startup packet's over both.
+      await admin.query("alter role postgres set statement_timeout = '400ms'");
+      equal(await show(await connect()), "400ms");
+      equal(await show(await connect({ options: "-c statement_timeout=0" })), "0");
+      await admin.query("alter role postgres reset statement_timeout; alter database postgres reset statement_timeout");
+      equal(await show(await connect()), "0");
+    } finally {
+      for (const client of clients) await client.end().catch(() => {});
+      await server.close();
+      await engine.close();
+    }
+  },
+});

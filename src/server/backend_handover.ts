@@ -58,13 +58,13 @@ export function newBackendState(): BackendState {
 
 /**
  * Statements that may leave session state behind (settings, prepared statements by SQL, cursors, LISTEN, advisory
- * locks, temp objects): the backend is reset before its next owner only when its last owner ran one of these, or
+ * locks, temp objects; `ALTER ROLE/DATABASE` changes what the next session starts with): the backend is reset before its next owner only when its last owner ran one of these, or
  * when Postgres reported a setting change (ParameterStatus). A command word counts where a statement can start
  * (also inside a string, for EXECUTE 'SET ...'), so that `UPDATE ... SET` does not make every pgbench transaction
  * pay for a hand-over.
  */
 export const SESSION_STATE =
-  /(?:^|[;'"$\n\0]|\*\/)\s*(?:set|reset|prepare|deallocate|declare|listen|discard)\b|\b(?:pg_advisory\w*|temp|temporary|set_config)\b/i;
+  /(?:^|[;'"$\n\0]|\*\/)\s*(?:set|reset|prepare|deallocate|declare|listen|discard|alter\s+(?:role|user|database))\b|\b(?:pg_advisory\w*|temp|temporary|set_config)\b/i;
 
 /** Statements that may create temporary objects: after them, the session checks whether it holds some. */
 export const TEMP_OBJECTS = /\b(temp|temporary|pg_temp)\b/i;

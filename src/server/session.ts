@@ -20,6 +20,7 @@ import {
   asStatementTimeout,
   type SessionTimeouts,
   startupTimeouts,
+  storedSettingsSql,
   TIMEOUTS_SQL,
   timeoutsOf,
 } from "./session_timeouts.ts";
@@ -80,6 +81,7 @@ export class ServerSession {
   #settings_may_change = false;
   /** The session's own timeouts, which the server enforces. */
   #timeouts: SessionTimeouts = { statement_ms: 0, idle_in_transaction_ms: 0 };
+  #timeouts_read = false;
   #status = "I";
   #closed = false;
   /** A COPY waits for this client's data: a close must end the read, or the COPY (and the close) waits forever. */
@@ -370,14 +372,20 @@ export class ServerSession {
     }
     if (state.last_owner === this.id) return;
     // set_config takes a value as the startup packet does (`search_path=a,b` is two schemas, not one name).
-    const startup = startupSettings(this.#params).map(([name, value]) =>
-      `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false);`
-    );
+    const startup = [
+      storedSettingsSql(this.#params.user ?? "postgres"),
+      ...startupSettings(this.#params).map(([name, value]) =>
+        `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false);`
+      ),
+    ];
     const plan = handover(state, this.id, startup);
-    const reply = plan.sql === ""
-      ? new Uint8Array(0)
-      : await this.#owned!.exec(backendMessage("Q", cStrings(plan.sql)));
+    // The first time, the timeouts in force are read too: ALTER ROLE/DATABASE ... SET may have set them.
+    const first = !this.#timeouts_read;
+    const sql = first ? `${plan.sql} ${TIMEOUTS_SQL}`.trim() : plan.sql;
+    const reply = sql === "" ? new Uint8Array(0) : await this.#owned!.exec(backendMessage("Q", cStrings(sql)));
     handedOver(state, this.id, plan, reply);
+    if (first) Object.assign(this.#timeouts, timeoutsOf(reply));
+    this.#timeouts_read = true;
   }
 
   /** Cancels this session's running statement (a CancelRequest with its key arrived); false when none runs. */

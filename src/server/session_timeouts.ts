@@ -21,6 +21,21 @@ export const TIMEOUTS_SQL = `SELECT name, setting FROM pg_catalog.pg_settings WH
   Object.keys(NAMES).map((name) => `'${name}'`).join(", ")
 });`;
 
+/**
+ * The SQL that applies the settings `ALTER ROLE/DATABASE ... SET` stored for `user` in this database, as a new
+ * PostgreSQL backend does at start: global, then the database's, the role's, the role's in the database, each
+ * overriding the one before (the startup packet's come after). A stored value Postgres refuses is skipped.
+ */
+export function storedSettingsSql(user: string): string {
+  const role = `'${user.replaceAll("'", "''")}'`;
+  return "DO $tarn$ DECLARE r record; BEGIN FOR r IN SELECT split_part(c, '=', 1) AS name, " +
+    "substr(c, strpos(c, '=') + 1) AS value FROM pg_catalog.pg_db_role_setting s, unnest(s.setconfig) AS c " +
+    "WHERE s.setdatabase IN (0, (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())) " +
+    `AND s.setrole IN (0, (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = ${role})) ` +
+    "ORDER BY s.setrole <> 0, s.setdatabase <> 0 LOOP BEGIN PERFORM pg_catalog.set_config(r.name, r.value, false); " +
+    "EXCEPTION WHEN others THEN NULL; END; END LOOP; END $tarn$;";
+}
+
 const UNITS_MS: Record<string, number> = { us: 0.001, ms: 1, s: 1000, min: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** A duration as PostgreSQL reads one for a time setting (`500`, `5s`, `2min`); undefined when it cannot. */

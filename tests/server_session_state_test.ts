@@ -117,6 +117,30 @@ Deno.test({
 });
 
 Deno.test({
+  name: "session state: pg_terminate_backend and pg_cancel_backend reach another session by its BackendKeyData pid",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: () =>
+    withServer(60_000, async (connect) => {
+      const [a, b, c] = [await connect(), await connect(), await connect()];
+      const pid = (client: pg.Client) => (client as unknown as { processID: number }).processID;
+      // A cancel reaches b's running statement, and b goes on.
+      const long = b.query("select count(*) from generate_series(1, 8000) x, generate_series(1, 8000) y");
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      equal(await value(a, `select pg_cancel_backend(${pid(b)})`), true);
+      await long.then(() => ok(false, "not cancelled"), (e: PgError) => equal(e.code, "57014"));
+      equal(await value(b, "select 1"), 1);
+      // A terminate ends c's session with 57P01, as PostgreSQL does.
+      const ended = new Promise<PgError>((resolve) => c.on("error", resolve));
+      equal(await value(a, `SELECT pg_terminate_backend(${pid(c)});`), true);
+      equal((await ended).code, "57P01");
+      await c.query("select 1").then(() => ok(false, "c still runs"), () => {});
+      equal(await value(a, "select pg_terminate_backend(999999)"), false, "no such session");
+      equal(await value(b, "select 2"), 2, "b is untouched");
+    }),
+});
+
+Deno.test({
   name: "session state: a connection alone on its branch leaves nothing prepared for the next one",
   sanitizeResources: false,
   sanitizeOps: false,

@@ -9,6 +9,7 @@
 import type { AdminRequest } from "../branch_admin.ts";
 import type { BranchStats } from "../compute/remote/remote_tenant.ts";
 import { ServerMetrics } from "./server_metrics.ts";
+import type { BackendSignal } from "./backend_signals.ts";
 import { scramSecret } from "./scram.ts";
 import { ServerSession } from "./session.ts";
 import type { SharedBackend } from "./shared_backend.ts";
@@ -114,6 +115,16 @@ export class TarnServer {
       attach: (params: Record<string, string>) =>
         source.attachCompute(branchOf(params, options.default_branch), atOf(params)),
       backends: new WeakMap<SharedBackend, BackendState>(),
+      signal: ({ kind, pid }: BackendSignal) => {
+        const session = this.#by_id.get(pid);
+        if (session === undefined) return false;
+        log("backend_signal", { session: pid, kind });
+        session.cancel();
+        if (kind === "terminate") {
+          session.terminate("57P01", "terminating connection due to administrator command").catch(() => {});
+        }
+        return true;
+      },
       cancel: (pid: number, secret: number) => {
         const session = this.#by_id.get(pid);
         const sent = session !== undefined && session.secret === secret && session.cancel();

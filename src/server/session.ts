@@ -35,6 +35,7 @@ import {
   TEMP_OBJECTS,
 } from "./backend_handover.ts";
 import { startupSettings } from "./startup_settings.ts";
+import { backendSignal, signalReply } from "./backend_signals.ts";
 import {
   LISTEN_STATEMENT,
   type ListenCommand,
@@ -244,6 +245,14 @@ export class ServerSession {
         // one, they follow the Execute of a COPY that has not run yet, and go with it.
         if (this.#open_batch) this.#batch.push(frame(message));
         continue;
+      }
+      if (message.type === "Q" && this.#status === "I" && !this.#open_batch) {
+        // Signals to other sessions are the server's to deliver, without waiting for the backend they may hold.
+        const signal = backendSignal(new TextDecoder().decode(message.body));
+        if (signal !== undefined) {
+          await this.#write(signalReply(signal, this.#ctx.signal(signal), "I"));
+          continue;
+        }
       }
       await this.#acquire();
       if (message.type === "Q" || message.type === "P") {

@@ -5,6 +5,7 @@
  */
 import type { AdminRequest } from "../branch_admin.ts";
 import type { BackendState } from "./backend_handover.ts";
+import type { BackendSignal } from "./backend_signals.ts";
 import type { ScramSecret } from "./scram.ts";
 import type { ServerSession } from "./session.ts";
 import type { SharedBackend } from "./shared_backend.ts";
@@ -19,6 +20,8 @@ export type SessionContext = {
   engineFailed(compute: SharedBackend, session: ServerSession): void;
   /** A CancelRequest arrived: cancel the running statement of the session with this id, when the secret matches. */
   cancel(pid: number, secret: number): void;
+  /** `pg_cancel_backend` or `pg_terminate_backend` of session `pid`: whether there is such a session. */
+  signal(signal: BackendSignal): boolean;
   /** A client must be through startup and authentication within this (ms). */
   authentication_timeout_ms: number;
   /** Largest message accepted (bytes). */

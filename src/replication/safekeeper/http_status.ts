@@ -43,7 +43,7 @@ export function statusJson(snapshot: ServerSnapshot): Record<string, unknown> {
   return {
     node_id: snapshot.node_id,
     connections: snapshot.connections,
-    timelines: snapshot.timelines.map(({ tenant_id, timeline_id, status }) => ({
+    timelines: snapshot.timelines.map(({ tenant_id, timeline_id, status, offloaded_lsn }) => ({
       tenant_id,
       timeline_id,
       term: Number(status.term),
@@ -52,6 +52,7 @@ export function statusJson(snapshot: ServerSnapshot): Record<string, unknown> {
       lag_bytes: Number(status.flush_lsn - status.commit_lsn),
       last_log_term: Number(status.last_log_term),
       wal_start_lsn: formatLsn(status.wal_start_lsn),
+      offloaded_lsn: offloaded_lsn === undefined ? undefined : formatLsn(offloaded_lsn),
     })),
     failed: snapshot.failed,
   };

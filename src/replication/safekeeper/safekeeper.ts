@@ -102,6 +102,21 @@ export class Safekeeper {
     return this.#failure;
   }
 
+  /**
+   * Committed WAL it holds, [lsn_start, lsn_end): for offload to remote storage. Both ends must lie within what it
+   * holds durably and below the commit LSN (committed WAL is the same on every safekeeper that has it).
+   */
+  readCommitted(lsn_start: Lsn, lsn_end: Lsn): Uint8Array {
+    assert(lsn_start >= this.#storage.wal_start_lsn && lsn_start <= lsn_end, "WAL read below what is held");
+    assert(lsn_end <= this.commit_lsn && lsn_end <= this.flush_lsn, "WAL read past the committed, durable end");
+    return this.#storage.readWal(lsn_start, lsn_end);
+  }
+
+  /** The first LSN of the WAL it holds. */
+  get wal_start_lsn(): Lsn {
+    return this.#storage.wal_start_lsn;
+  }
+
   /** The term and positions, as a status response. */
   status(): StatusResponse {
     return {

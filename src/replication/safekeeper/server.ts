@@ -9,6 +9,8 @@ import { SafekeeperConnection } from "./connection.ts";
 import type { ServerSnapshot } from "./http_status.ts";
 import { MAX_FRAME_BODY_BYTES } from "./messages.ts";
 import { TimelineRegistry } from "./timeline_registry.ts";
+import { WalOffloader } from "./wal_offload.ts";
+import type { RemoteStorage } from "../../remote_storage/mod.ts";
 
 /** Options of {@linkcode SafekeeperServer.start}. */
 export interface SafekeeperServerOptions {
@@ -30,7 +32,12 @@ export interface SafekeeperServerOptions {
   max_frame_body_bytes?: number;
   /** How long a new connection may take to send its Hello or HTTP request. Default 10 s. */
   hello_timeout_ms?: number;
+  /** Where sealed committed WAL segments are offloaded (`--remote`); none: WAL stays local only. */
+  remote?: RemoteStorage;
 }
+
+/** How often sealed segments are looked for and offloaded (ms). */
+const OFFLOAD_EVERY_MS = 1000;
 
 /** Delay before accepting again after accept failed (out of file descriptors, say), so the loop does not spin. */
 const ACCEPT_RETRY_MS = 100;
@@ -46,6 +53,9 @@ export class SafekeeperServer {
   readonly #connections = new Map<SafekeeperConnection, Promise<void>>();
   readonly #accepting: Promise<void>;
   #closed = false;
+  readonly #offloader: WalOffloader | undefined;
+  #offload_timer: ReturnType<typeof setInterval> | undefined;
+  #offloading: Promise<void> = Promise.resolve();
 
   private constructor(
     listener: Deno.TcpListener,
@@ -67,6 +77,17 @@ export class SafekeeperServer {
       snapshot: () => this.snapshot(),
     };
     this.#accepting = this.#accept((conn) => new SafekeeperConnection(conn, ctx));
+    if (opts.remote !== undefined) {
+      const offloader = this.#offloader = new WalOffloader(opts.remote, log);
+      let busy = false;
+      this.#offload_timer = setInterval(() => {
+        if (busy) return;
+        busy = true;
+        this.#offloading = offloader.tick(registry.served()).catch((error) =>
+          log("wal_offload_failed", { error: String(error), retry_ms: OFFLOAD_EVERY_MS })
+        ).finally(() => busy = false);
+      }, OFFLOAD_EVERY_MS);
+    }
   }
 
   /** Locks and opens `dir` (every timeline in it), then listens. */
@@ -96,7 +117,10 @@ export class SafekeeperServer {
     return {
       node_id: this.#node_id,
       connections: this.#connections.size,
-      timelines: this.#registry.timelines(),
+      timelines: this.#registry.timelines().map((t) => ({
+        ...t,
+        offloaded_lsn: this.#offloader?.uploadedLsn(t.tenant_id, t.timeline_id),
+      })),
       failed: this.#registry.failed(),
     };
   }
@@ -128,6 +152,8 @@ export class SafekeeperServer {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    clearInterval(this.#offload_timer);
+    await this.#offloading;
     this.#listener.close();
     await this.#accepting;
     for (const connection of this.#connections.keys()) connection.close();

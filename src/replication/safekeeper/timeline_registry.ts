@@ -10,7 +10,7 @@ import assert from "node:assert/strict";
 import { readCheckedJson, writeCheckedJson } from "../../checked_json.ts";
 import { DirLock } from "../../dir_lock.ts";
 import type { Logger } from "../../logger.ts";
-import { formatLsn } from "../../lsn.ts";
+import { formatLsn, type Lsn } from "../../lsn.ts";
 import { FileSafekeeperStorage } from "./file_storage.ts";
 import { type Hello, ID_PATTERN, isSegmentSize, type StatusResponse } from "./messages.ts";
 import { Safekeeper } from "./safekeeper.ts";
@@ -49,6 +49,8 @@ export interface TimelineStatus {
   readonly timeline_id: string;
   /** The safekeeper's term and positions for it. */
   readonly status: StatusResponse;
+  /** The end of its WAL offloaded to remote storage, when the safekeeper offloads. */
+  readonly offloaded_lsn?: Lsn;
 }
 
 /** A timeline that stopped: it refuses every Hello until the process restarts. */
@@ -277,6 +279,16 @@ export class TimelineRegistry {
       tenant_id: e.tenant_id,
       timeline_id: e.timeline_id,
       status: e.safekeeper.status(),
+    }));
+  }
+
+  /** The healthy open timelines, with their safekeepers (for WAL offload). */
+  served(): { tenant_id: string; timeline_id: string; segment_size: number; safekeeper: Safekeeper }[] {
+    return [...this.#entries.entries()].filter(([key]) => !this.#failed.has(key)).map(([, e]) => ({
+      tenant_id: e.tenant_id,
+      timeline_id: e.timeline_id,
+      segment_size: e.segment_size,
+      safekeeper: e.safekeeper,
     }));
   }
 

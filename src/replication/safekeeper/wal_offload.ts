@@ -1,0 +1,135 @@
+/**
+ * Safekeeper WAL offload: each sealed segment of committed WAL (all of it below the commit LSN) goes to remote
+ * storage as one object, `wal/<tenant>/<timeline>/<segno, 16 hex digits>`. Committed WAL is the same on every
+ * safekeeper that holds it, so the quorum's safekeepers may all upload a segment: they write the same bytes. The
+ * object format (docs/remote_storage.md): a 32-byte header, little-endian, then the WAL bytes.
+ *
+ *     magic "TWSO" u32 | version u8 | 3 zero bytes | lsn_start u64 | length u32 | segment_size u32 |
+ *     body crc32c u32 | 4 zero bytes | body
+ *
+ * `lsn_start` is the segment's start, or the timeline's first LSN in its first segment.
+ *
+ * @module
+ */
+import { CorruptDataError } from "../../errors.ts";
+import { crc32c } from "../../crc32c.ts";
+import { formatLsn, type Lsn } from "../../lsn.ts";
+import type { Logger } from "../../logger.ts";
+import type { RemoteStorage } from "../../remote_storage/mod.ts";
+import type { Safekeeper } from "./safekeeper.ts";
+
+/** The object format's version. */
+export const OFFLOAD_FORMAT_VERSION = 1;
+const MAGIC = 0x4f535754; // "TWSO" little-endian
+const HEADER_BYTES = 32;
+/** Segments uploaded per tick, across timelines: a bound on the work (and memory) of one tick. */
+const MAX_SEGMENTS_PER_TICK = 4;
+
+/** A timeline a safekeeper serves, as the offloader reads it. */
+export type OffloadedTimeline = {
+  tenant_id: string;
+  timeline_id: string;
+  segment_size: number;
+  safekeeper: Safekeeper;
+};
+
+/** The key of segment `segno` of a timeline. */
+export function segmentKey(tenant_id: string, timeline_id: string, segno: bigint): string {
+  return `wal/${tenant_id}/${timeline_id}/${segno.toString(16).padStart(16, "0")}`;
+}
+
+/** One segment's object. */
+export function encodeSegmentObject(lsn_start: Lsn, segment_size: number, body: Uint8Array): Uint8Array {
+  const out = new Uint8Array(HEADER_BYTES + body.length);
+  const view = new DataView(out.buffer);
+  view.setUint32(0, MAGIC, true);
+  view.setUint8(4, OFFLOAD_FORMAT_VERSION);
+  view.setBigUint64(8, lsn_start, true);
+  view.setUint32(16, body.length, true);
+  view.setUint32(20, segment_size, true);
+  view.setUint32(24, crc32c(body), true);
+  out.set(body, HEADER_BYTES);
+  return out;
+}
+
+/** The WAL in a segment object; {@linkcode CorruptDataError} naming `key` when it is damaged. */
+export function decodeSegmentObject(key: string, object: Uint8Array): { lsn_start: Lsn; bytes: Uint8Array } {
+  const fail = (why: string) => new CorruptDataError(`WAL segment object ${key}`, why);
+  if (object.length < HEADER_BYTES) throw fail(`${object.length} bytes, shorter than its header`);
+  const view = new DataView(object.buffer, object.byteOffset, object.length);
+  if (view.getUint32(0, true) !== MAGIC) throw fail("not a Tarn WAL segment object (bad magic)");
+  if (view.getUint8(4) !== OFFLOAD_FORMAT_VERSION) throw fail(`format version ${view.getUint8(4)}`);
+  const length = view.getUint32(16, true);
+  if (HEADER_BYTES + length !== object.length) {
+    throw fail(`header says ${length} bytes of WAL, ${object.length - 32} follow`);
+  }
+  const bytes = object.subarray(HEADER_BYTES);
+  if (crc32c(bytes) !== view.getUint32(24, true)) throw fail("CRC32C mismatch");
+  return { lsn_start: view.getBigUint64(8, true), bytes };
+}
+
+/** Uploads sealed committed segments of a safekeeper's timelines, a few per tick. */
+export class WalOffloader {
+  readonly #store: RemoteStorage;
+  readonly #log: Logger;
+  /** Next segment to upload, by `tenant/timeline`. */
+  readonly #next = new Map<string, bigint>();
+  /** The end of the WAL uploaded, by `tenant/timeline`. */
+  readonly #uploaded = new Map<string, Lsn>();
+
+  /**
+   * @param store where segments go
+   * @param log where uploads and failures are told
+   */
+  constructor(store: RemoteStorage, log: Logger) {
+    this.#store = store;
+    this.#log = log;
+  }
+
+  /** The end of the WAL of a timeline uploaded so far (0: none known). */
+  uploadedLsn(tenant_id: string, timeline_id: string): Lsn {
+    return this.#uploaded.get(`${tenant_id}/${timeline_id}`) ?? 0n;
+  }
+
+  /** Uploads what became sealed and committed since the last tick (at most a few segments). */
+  async tick(timelines: OffloadedTimeline[]): Promise<void> {
+    let budget = MAX_SEGMENTS_PER_TICK;
+    for (const t of timelines) {
+      if (budget <= 0) return;
+      budget -= await this.#offload(t, budget);
+    }
+  }
+
+  async #offload(t: OffloadedTimeline, budget: number): Promise<number> {
+    const id = `${t.tenant_id}/${t.timeline_id}`;
+    const size = BigInt(t.segment_size);
+    const committed = t.safekeeper.commit_lsn < t.safekeeper.flush_lsn
+      ? t.safekeeper.commit_lsn
+      : t.safekeeper.flush_lsn;
+    let next = this.#next.get(id);
+    if (next === undefined) {
+      const keys = await this.#store.list(`wal/${t.tenant_id}/${t.timeline_id}/`);
+      const last = keys.at(-1);
+      next = last === undefined ? t.safekeeper.wal_start_lsn / size : BigInt(`0x${last.slice(-16)}`) + 1n;
+      this.#next.set(id, next);
+      this.#uploaded.set(id, next * size);
+    }
+    let done = 0;
+    for (; done < budget && (next + 1n) * size <= committed; done++, next++) {
+      const start = next * size < t.safekeeper.wal_start_lsn ? t.safekeeper.wal_start_lsn : next * size;
+      const body = t.safekeeper.readCommitted(start, (next + 1n) * size);
+      await this.#store.put(
+        segmentKey(t.tenant_id, t.timeline_id, next),
+        encodeSegmentObject(start, t.segment_size, body),
+      );
+      this.#next.set(id, next + 1n);
+      this.#uploaded.set(id, (next + 1n) * size);
+      this.#log("wal_segment_offloaded", {
+        tenant_id: t.tenant_id,
+        timeline_id: t.timeline_id,
+        end: formatLsn((next + 1n) * size),
+      });
+    }
+    return done;
+  }
+}

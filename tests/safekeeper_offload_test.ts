@@ -31,19 +31,7 @@ Deno.test({
     withTempDir(async (dir) => {
       const lake = `${dir}/lake`;
       const sks = await Promise.all(
-        [1, 2, 3].map((id) =>
-          spawnTarn([
-            "safekeeper",
-            "--data",
-            `${dir}/sk${id}`,
-            "--listen",
-            "127.0.0.1:0",
-            "--id",
-            String(id),
-            "--remote",
-            `file://${lake}`,
-          ])
-        ),
+        [1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id, 0, ["--remote", `file://${lake}`])),
       );
       const list = sks.map((sk) => `127.0.0.1:${sk.port}`).join(",");
       const server = await spawnTarn(["start", "--data", `${dir}/data`, "--port", "0", "--safekeepers", list]);

@@ -8,6 +8,7 @@
  *
  * @module
  */
+import { concatBytes } from "./wire.ts";
 
 /** A session as the hub knows it: its process id, and how a notification reaches its client. */
 export type Listener = { id: number; deliver(message: Uint8Array): void };
@@ -91,7 +92,7 @@ export class NotificationHub {
       } else kept.push(message);
       at = end;
     }
-    return found ? concat(kept) : reply;
+    return found ? concatBytes(kept) : reply;
   }
 
   #send(from: Listener, message: Uint8Array): void {
@@ -141,18 +142,8 @@ export class NotificationInbox {
   /** The session is idle again: what waited goes to the client. */
   async release(): Promise<void> {
     this.#busy = false;
-    if (this.#held.length > 0) await this.#write(concat(this.#held.splice(0)));
+    if (this.#held.length > 0) await this.#write(concatBytes(this.#held.splice(0)));
   }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
 }
 
 /** Whether `reply` ends a transaction by rolling it back (its last CommandComplete says ROLLBACK). */

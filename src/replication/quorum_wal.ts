@@ -109,6 +109,8 @@ export class QuorumWal implements OwnWal {
           this.#deliver(this.#proposer.onMessage(i, msg));
           this.#wake?.();
         },
+        // A safekeeper that just connected gets what the proposer would resend at its next tick, now.
+        on_ready: () => this.#deliver(this.#proposer.tick()),
         log: (event, fields) => options.log(event, { timeline_id: options.timeline_id, ...fields }),
       })
     );

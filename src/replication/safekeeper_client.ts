@@ -44,6 +44,8 @@ export type SafekeeperClientOptions = {
   segment_size: number;
   /** Each message the safekeeper sends, in order (not the Hello's answer). */
   on_message: (msg: SafekeeperMessage) => void;
+  /** The connection is up (Hello answered): what was dropped while it was down may be sent again now. */
+  on_ready?: () => void;
   /** Structured log line. */
   log: Logger;
 };
@@ -139,6 +141,7 @@ export class SafekeeperClient {
           this.#ready = true;
           this.#outage_reported = false;
           log("safekeeper_connected", { ...address, node_id: msg.node_id });
+          this.#options.on_ready?.();
           continue;
         }
         if (msg.type === "hello" || msg.type === "hello_response" || !isSafekeeperMessage(msg)) {

@@ -1,32 +1,15 @@
 // LISTEN/NOTIFY across the sessions of `tarn start`'s server, with node-postgres and postgres.js: a notification
 // committed by one connection reaches every connection listening to its channel, and nobody else.
 import { deepEqual, equal, ok } from "node:assert/strict";
-import pg from "pg";
+import type pg from "pg";
 import postgres from "postgres";
-import { EngineHost } from "../src/server/engine_host.ts";
-import { TarnServer } from "../src/server/server.ts";
 import { listenCommands } from "../src/server/notifications.ts";
+import { withPgServer } from "./fixtures/pg_server.ts";
 
 type Notice = { channel: string; payload?: string; processId: number };
 
-async function withServer(fn: (port: number, connect: () => Promise<pg.Client>) => Promise<void>) {
-  const engine = await EngineHost.open({ compute_idle_ms: 60_000, page_cache_pages: 1024 });
-  const server = TarnServer.start(engine, { port: 0 });
-  const clients: pg.Client[] = [];
-  try {
-    await fn(server.port, async () => {
-      const client = new pg.Client({ host: "127.0.0.1", port: server.port, user: "postgres", database: "postgres" });
-      client.on("error", () => {});
-      await client.connect();
-      clients.push(client);
-      return client;
-    });
-  } finally {
-    for (const client of clients) await client.end().catch(() => {});
-    await server.close();
-    await engine.close();
-  }
-}
+const withServer = (fn: (port: number, connect: () => Promise<pg.Client>) => Promise<void>) =>
+  withPgServer({}, (port, connect) => fn(port, () => connect()));
 
 /** Collects a client's notifications. */
 function collect(client: pg.Client): Notice[] {

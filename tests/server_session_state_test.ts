@@ -1,29 +1,12 @@
 import { deepStrictEqual, equal, ok } from "node:assert/strict";
-import pg from "pg";
-import { EngineHost } from "../src/server/engine_host.ts";
-import { TarnServer } from "../src/server/server.ts";
+import type pg from "pg";
+import { withPgServer } from "./fixtures/pg_server.ts";
 
 type PgError = { code?: string; message: string };
 
 /** A server over an in-memory engine, and plain node-postgres clients of it. */
-async function withServer(idle_in_transaction_ms: number, fn: (connect: () => Promise<pg.Client>) => Promise<void>) {
-  const engine = await EngineHost.open({ compute_idle_ms: 60_000, page_cache_pages: 1024 });
-  const server = TarnServer.start(engine, { port: 0, idle_in_transaction_ms });
-  const clients: pg.Client[] = [];
-  try {
-    await fn(async () => {
-      const client = new pg.Client({ host: "127.0.0.1", port: server.port, user: "postgres", database: "postgres" });
-      client.on("error", () => {}); // a terminated session also reports here
-      await client.connect();
-      clients.push(client);
-      return client;
-    });
-  } finally {
-    for (const client of clients) await client.end().catch(() => {});
-    await server.close();
-    await engine.close();
-  }
-}
+const withServer = (idle_in_transaction_ms: number, fn: (connect: () => Promise<pg.Client>) => Promise<void>) =>
+  withPgServer({ idle_in_transaction_ms }, (_port, connect) => fn(() => connect()));
 
 const value = async (client: pg.Client, sql: string) => Object.values((await client.query(sql)).rows[0])[0];
 

@@ -2,6 +2,7 @@ import { equal, ok } from "node:assert/strict";
 import pg from "pg";
 import { EngineHost } from "../src/server/engine_host.ts";
 import { TarnServer } from "../src/server/server.ts";
+import { withPgServer } from "./fixtures/pg_server.ts";
 
 type PgError = { code?: string; message: string };
 const LONG = "select count(*) from generate_series(1, 8000) a, generate_series(1, 8000) b";
@@ -56,20 +57,10 @@ Deno.test({
   name: "server timeouts: ALTER DATABASE and ALTER ROLE ... SET apply to new sessions; startup options override them",
   sanitizeResources: false,
   sanitizeOps: false,
-  fn: async () => {
-    const engine = await EngineHost.open({ compute_idle_ms: 60_000, page_cache_pages: 1024 });
-    const server = TarnServer.start(engine, { port: 0 });
-    const base = { host: "127.0.0.1", port: server.port, user: "postgres" };
-    const clients: pg.Client[] = [];
-    const connect = async (extra: Record<string, unknown> = {}) => {
-      const client = new pg.Client({ ...base, ...extra });
-      client.on("error", () => {});
-      await client.connect();
-      clients.push(client);
-      return client;
-    };
-    const show = async (client: pg.Client) => (await client.query("show statement_timeout")).rows[0].statement_timeout;
-    try {
+  fn: () =>
+    withPgServer({}, async (_port, connect) => {
+      const show = async (client: pg.Client) =>
+        (await client.query("show statement_timeout")).rows[0].statement_timeout;
       const admin = await connect();
       await admin.query("alter database postgres set statement_timeout = '250ms'");
       equal(await show(admin), "0", "a running session keeps what it had");
@@ -82,10 +73,5 @@ Deno.test({
       equal(await show(await connect({ options: "-c statement_timeout=0" })), "0");
       await admin.query("alter role postgres reset statement_timeout; alter database postgres reset statement_timeout");
       equal(await show(await connect()), "0");
-    } finally {
-      for (const client of clients) await client.end().catch(() => {});
-      await server.close();
-      await engine.close();
-    }
-  },
+    }),
 });

@@ -183,3 +183,41 @@ processTest(
       match(metrics, /^tarn_statement_seconds_count [1-9]/m);
     }),
 );
+
+/** The resident memory of a process (MB), from /proc. */
+async function rssMb(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? "0") / 1024;
+}
+
+/** Waits until `count` events named `name` were logged (at most `timeout_ms`). */
+async function events(process: TarnProcess, name: string, count: number, timeout_ms = 20_000): Promise<void> {
+  const deadline_ms = performance.now() + timeout_ms;
+  while (process.events.filter((e) => e.event === name).length < count) {
+    if (performance.now() > deadline_ms) throw new Error(`no ${count} "${name}" events in ${timeout_ms} ms`);
+    await sleep(50);
+  }
+}
+
+processTest(
+  "scale to zero: an idle compute suspends (its Postgres stops), and the next connection is served",
+  (dir) =>
+    withCluster(dir, async ({ sks, ps, started }) => {
+      const compute = await spawnCompute(ps, sks, "acme", ["--suspend-after", "1s"]);
+      started.push(compute);
+      equal((await once(compute, "create table t (v text); insert into t values ('kept')")).error, undefined);
+      const busy_mb = await rssMb(compute.child.pid);
+      await events(compute, "compute_suspended", 1);
+      const status = await (await fetch(`http://127.0.0.1:${compute.port}/status`)).json();
+      deepEqual(status.branches, [], "no branch runs while suspended");
+      const idle_mb = await rssMb(compute.child.pid);
+      const started_ms = performance.now();
+      const { rows } = await once(compute, "select v from t");
+      const resume_ms = Math.round(performance.now() - started_ms);
+      deepEqual(rows, [{ v: "kept" }]);
+      equal(compute.events.filter((e) => e.event === "timeline_attached").length, 2, "it started again");
+      console.log(
+        `RSS ${busy_mb.toFixed(0)} MB running, ${idle_mb.toFixed(0)} MB suspended; first query ${resume_ms} ms`,
+      );
+    }),
+);

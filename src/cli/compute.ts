@@ -6,7 +6,7 @@
  * @module
  */
 import { EngineHost } from "../server/engine_host.ts";
-import { flagValue, parseFlags, UsageError } from "./flags.ts";
+import { flagValue, parseDuration, parseFlags, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
 import { readPassword, serveUntilSignal } from "./start.ts";
 
@@ -21,6 +21,8 @@ export const COMPUTE_HELP = `tarn compute: serve PostgreSQL on a tenant of a pag
   --host ADDR             address to listen on (default 127.0.0.1; beyond loopback needs --password-file)
   --password-file F       require the password in F (its first line) from every client: SCRAM-SHA-256
   --cache-mb N            each branch's page cache (default 128)
+  --suspend-after D       stop a branch's Postgres after D with no connection (30s, 5m, 1h; 0: never; default 5m);
+                          the port stays open and the next connection starts it again
   --log-format F          text (default) or json
 
 A newer compute on the same branch takes it over: this one's writes are refused from then on.
@@ -41,6 +43,7 @@ export async function compute(args: string[]): Promise<void> {
     "--host": (v) => v.length > 0,
     "--password-file": (v) => v.length > 0,
     "--cache-mb": (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 65536,
+    "--suspend-after": (v) => parseDuration(v) !== undefined,
     "--log-format": (v) => v === "text" || v === "json",
   });
   for (const name of ["--pageserver", "--safekeepers", "--tenant"]) {
@@ -53,7 +56,7 @@ export async function compute(args: string[]): Promise<void> {
   }
   const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
   const engine = await EngineHost.open({
-    compute_idle_ms: 60_000,
+    compute_idle_ms: parseDuration(flagValue(flags, "--suspend-after", "5m"))!,
     page_cache_pages: Number(flagValue(flags, "--cache-mb", "128")) * 128,
     safekeepers: flagValue(flags, "--safekeepers", "").split(","),
     remote: { pageserver: flagValue(flags, "--pageserver", ""), tenant: flagValue(flags, "--tenant", "") },

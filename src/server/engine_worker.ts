@@ -119,6 +119,7 @@ async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
       pageserver: options.remote.pageserver,
       tenant: options.remote.tenant,
       io: options.remote.io,
+      suspend_after_ms: options.compute_idle_ms,
       safekeepers: options.safekeepers ?? [],
       compute: {
         page_cache_pages: options.page_cache_pages,

@@ -20,6 +20,7 @@ import type { PageCacheStats } from "../page_cache.ts";
 import { formatLsn } from "../../lsn.ts";
 import type { RemotePageStats } from "./remote_pages.ts";
 import { ComputeFencedError } from "./compute_fenced_error.ts";
+import { IdleSuspender } from "./idle_suspender.ts";
 import { PageChannel, type PageIo, startPageIoWorker } from "./page_channel.ts";
 import { openRemoteTimeline, type RemoteTimeline } from "./remote_timeline.ts";
 
@@ -54,6 +55,8 @@ export type RemoteTenantOptions = {
   /** How a compute runs (page cache, checkpoints). */
   compute: Omit<ComputeOptions, "segment_size" | "read_only" | "reopen_storage" | "log">;
   election_timeout_ms?: number;
+  /** A branch's compute with no connection for this long is suspended (ms; 0: never). */
+  suspend_after_ms?: number;
   /**
    * A bootstrap port of a page I/O Worker started on the main thread ({@linkcode pageIoPort}); without it the
    * tenant starts its own Worker (slow to start when this thread is itself a Worker).
@@ -71,6 +74,7 @@ export class RemoteTenant {
   #tenant_id = "";
   #segment_size = 0;
   readonly #computes = new Map<string, Promise<Compute>>();
+  readonly #idle: IdleSuspender;
   readonly #storages = new Set<RemoteTimeline>();
   #reconnecting: Promise<PageChannel> | undefined;
   readonly #io: PageIo;
@@ -78,6 +82,7 @@ export class RemoteTenant {
 
   private constructor(options: RemoteTenantOptions, channel: PageChannel, io: PageIo, own_io: Worker | undefined) {
     this.#options = options;
+    this.#idle = new IdleSuspender(options.suspend_after_ms ?? 0, (branch) => this.#suspendBranch(branch));
     this.#io = io;
     this.#own_io = own_io;
     this.#address = parsePageserver(options.pageserver);
@@ -134,18 +139,48 @@ export class RemoteTenant {
     for (const compute of this.#computes.values()) compute.then((c) => c.failStorage(error), () => {});
   }
 
-  /** A branch's compute, started on first use; releasing does nothing (computes keep running). */
+  /**
+   * A branch's compute, started on first use (or again after a suspension); once its last user released it, it is
+   * suspended after `suspend_after_ms`.
+   */
   async attachCompute(branch: string, at?: BranchAt): Promise<{ compute: Compute; release: () => Promise<void> }> {
     if (at !== undefined) {
       throw new ConfigurationError("a compute on a pageserver serves branch heads; make a branch at that point");
     }
+    await this.#idle.attach(branch);
+    let released = false;
+    const release = () => {
+      if (!released) this.#idle.release(branch);
+      released = true;
+      return Promise.resolve();
+    };
     let compute = this.#computes.get(branch);
     if (compute === undefined) {
       compute = this.#start(branch);
       this.#computes.set(branch, compute);
       compute.catch(() => this.#computes.delete(branch));
     }
-    return { compute: await compute, release: () => Promise.resolve() };
+    try {
+      return { compute: await compute, release };
+    } catch (error) {
+      await release();
+      throw error;
+    }
+  }
+
+  /** Stops a branch's compute (what is committed reaches the pageserver) and lets go of its storage. */
+  async #suspendBranch(branch: string): Promise<void> {
+    const compute = this.#computes.get(branch);
+    if (compute === undefined) return;
+    this.#computes.delete(branch);
+    const started_ms = performance.now();
+    try {
+      await (await compute).stop();
+    } catch (error) {
+      this.#options.log("compute_suspend_failed", { branch, error: String(error) });
+    }
+    for (const storage of [...this.#storages]) if (storage.branch === branch) await this.#closeTimeline(storage);
+    this.#options.log("compute_suspended", { branch, stop_ms: Math.round(performance.now() - started_ms) });
   }
 
   async #start(branch: string): Promise<Compute> {
@@ -236,6 +271,7 @@ export class RemoteTenant {
 
   /** Stops every compute cleanly (what is committed reaches the pageserver) and closes the connection. */
   async close(): Promise<void> {
+    await this.#idle.close();
     for (const compute of this.#computes.values()) await (await compute.catch(() => undefined))?.stop().catch(() => {});
     this.#computes.clear();
     for (const storage of [...this.#storages]) await this.#closeTimeline(storage);

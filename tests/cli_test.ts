@@ -27,6 +27,8 @@ Deno.test("cli: --help everywhere, and a bad command, flag or value is exit code
     [["start", "--host", "0.0.0.0"], "beyond loopback"],
     [["branch", "create", "x", "--at", "banana"], "--at"],
     [["branch", "explode"], "unknown subcommand"],
+    [["start", "--suspend-after", "5 minutes"], "--suspend-after"],
+    [["compute", "--suspend-after", "12"], "--suspend-after"],
   ] as const;
   for (const [args, says] of bad) {
     const { code, err } = await tarn(...args);

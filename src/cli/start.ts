@@ -8,7 +8,7 @@ import type { AdminRequest } from "../branch_admin.ts";
 import { type ServerOptions, TarnServer } from "../server/server.ts";
 import type { Logger } from "../logger.ts";
 import { removeServerFile, writeServerFile } from "./admin_client.ts";
-import { flagValue, parseFlags, UsageError } from "./flags.ts";
+import { flagValue, parseDuration, parseFlags, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
 
 /** Help text. */
@@ -22,6 +22,8 @@ export const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on em
                       half as much again for decompressed storage blocks
   --safekeepers LIST  HOST:PORT,HOST:PORT,...: a commit returns once a majority of these safekeepers
                       (tarn safekeeper) has fsynced its WAL; without it, the WAL is fsynced locally
+  --suspend-after D   stop a branch's compute (not main's) after D with no connection (30s, 5m; 0: at once;
+                      default 60s); its next connection starts it again
   --log-format F      text (default) or json: one JSON object a line
 
 Connect with: psql "postgresql://postgres@127.0.0.1:55432/postgres"
@@ -42,6 +44,7 @@ export async function start(args: string[]): Promise<void> {
     "--password-file": (v) => v.length > 0,
     "--page-cache-mb": (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 65536,
     "--safekeepers": (v) => v.split(",").every((address) => /^.+:\d{1,5}$/.test(address)),
+    "--suspend-after": (v) => parseDuration(v) !== undefined,
   });
   const host = flagValue(flags, "--host", "127.0.0.1");
   const password = await readPassword(flags["--password-file"]);
@@ -58,7 +61,13 @@ export async function start(args: string[]): Promise<void> {
   // The engine runs in a Worker: this thread keeps serving sockets (and CancelRequests) while a statement runs.
   const safekeepers = typeof flags["--safekeepers"] === "string" ? flags["--safekeepers"].split(",") : undefined;
   const engine = await EngineHost.open(
-    { dir, compute_idle_ms: 60_000, page_cache_pages, block_cache_bytes, safekeepers },
+    {
+      dir,
+      compute_idle_ms: parseDuration(flagValue(flags, "--suspend-after", "60s"))!,
+      page_cache_pages,
+      block_cache_bytes,
+      safekeepers,
+    },
     log,
   );
   const port = Number(flagValue(flags, "--port", "55432"));

@@ -43,6 +43,11 @@ export function listenCommands(sql: string): ListenCommand[] {
 /** Who listens to what on one backend. */
 export class NotificationHub {
   readonly #channels = new Map<string, Set<Listener>>();
+  /**
+   * Whether the backend may listen to some channel (a LISTEN committed since the last sync that left none): only
+   * then can a reply carry notifications, and only then does {@linkcode route} look through replies.
+   */
+  #backend_listens = false;
 
   /** Whether any session listens: only then does a committed transaction look for notifications. */
   get active(): boolean {
@@ -51,6 +56,7 @@ export class NotificationHub {
 
   /** Applies a session's LISTEN/UNLISTEN commands (once they succeeded). */
   apply(listener: Listener, commands: ListenCommand[]): void {
+    if (commands.some((c) => c.op === "listen")) this.#backend_listens = true;
     for (const { op, channel } of commands) {
       if (op === "unlisten" && channel === "*") this.leave(listener);
       else if (op === "unlisten") this.#drop(channel, listener);
@@ -69,6 +75,7 @@ export class NotificationHub {
 
   /** The SQL that makes the backend listen to exactly the channels some session listens to. */
   syncSql(): string {
+    this.#backend_listens = this.#channels.size > 0;
     const listens = [...this.#channels.keys()].map((channel) => `LISTEN ${quoteIdent(channel)};`);
     return ["UNLISTEN *;", ...listens].join(" ");
   }
@@ -78,7 +85,7 @@ export class NotificationHub {
    * sessions listening to its channel, `from` included, marked with `from`'s process id. Returns the rest.
    */
   route(from: Listener, reply: Uint8Array): Uint8Array {
-    if (reply.indexOf(0x41) < 0) return reply;
+    if (!this.#backend_listens) return reply;
     const kept: Uint8Array[] = [];
     let found = false;
     for (let at = 0; at + 5 <= reply.length;) {

@@ -4,7 +4,7 @@
 import { deepEqual, equal, match, ok } from "node:assert/strict";
 import pg from "pg";
 import postgres from "postgres";
-import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "./fixtures/tarn_process.ts";
+import { spawnCompute, spawnPageserver, type TarnProcess, withCluster } from "./fixtures/tarn_process.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -12,22 +12,6 @@ const urlOf = (compute: TarnProcess, database = "postgres") =>
   `postgresql://postgres@127.0.0.1:${compute.port}/${database}`;
 const connect = (compute: TarnProcess, database?: string) =>
   postgres(urlOf(compute, database), { max: 1, onnotice: () => {}, connect_timeout: 30 });
-
-/** Three safekeepers and a pageserver in `dir`; `fn` runs with them, and everything stops after it. */
-async function withCluster(
-  dir: string,
-  fn: (cluster: { sks: TarnProcess[]; ps: TarnProcess; started: TarnProcess[] }) => Promise<void>,
-): Promise<void> {
-  const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id)));
-  const started: TarnProcess[] = [...sks];
-  try {
-    const ps = await spawnPageserver(`${dir}/ps`);
-    started.push(ps);
-    await fn({ sks, ps, started });
-  } finally {
-    await Promise.all(started.map((p) => p.kill()));
-  }
-}
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 

@@ -4,7 +4,7 @@
 import { ok } from "node:assert/strict";
 import postgres from "postgres";
 import { historyCount, PGBENCH, pgbench } from "./fixtures/pgbench.ts";
-import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "./fixtures/tarn_process.ts";
+import { spawnCompute, type TarnProcess, withCluster } from "./fixtures/tarn_process.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
 
 const ROUNDS = 5;
@@ -34,11 +34,10 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
-    withTempDir(async (dir) => {
-      const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id)));
-      const ps = await spawnPageserver(`${dir}/ps`);
-      let compute = await spawnCompute(ps, sks, "acme");
-      try {
+    withTempDir((dir) =>
+      withCluster(dir, async ({ sks, ps, started }) => {
+        let compute = await spawnCompute(ps, sks, "acme");
+        started.push(compute);
         const init = await pgbench(urlOf(compute), ["-i", "-s", "1"]);
         ok(/done in/.test(init.text), init.text);
         let acknowledged = 0;
@@ -52,6 +51,7 @@ Deno.test({
           acknowledged += processed;
           const next = await startAndQuery(ps, sks);
           compute = next.compute;
+          started.push(compute);
           first_query_ms.push(Math.round(next.first_query_ms));
           const rows = await historyCount(urlOf(compute));
           ok(rows >= acknowledged, `round ${round}: ${rows} history rows, ${acknowledged} acknowledged`);
@@ -59,10 +59,6 @@ Deno.test({
         console.log(`spawn to first query after a SIGKILL (ms): ${first_query_ms.join(", ")}`);
         // The 1 s goal is measured by bench/pageserver.ts on a quiet machine; here other tests share the cores.
         ok(first_query_ms.every((ms) => ms < 10_000), `first queries took ${first_query_ms.join(", ")} ms`);
-      } finally {
-        await compute.kill();
-        await ps.kill();
-        await Promise.all(sks.map((sk) => sk.kill()));
-      }
-    }),
+      })
+    ),
 });

@@ -15,7 +15,7 @@ import { WalLog } from "../../replication/wal_log.ts";
 import { CorruptDataError } from "../../errors.ts";
 import type { TimelineStorage } from "../compute.ts";
 import { parseControlFile } from "../pg_control.ts";
-import type { FileEntry } from "../../pageserver/messages.ts";
+import { type FileEntry, MAX_WAL_READ_BYTES } from "../../pageserver/messages.ts";
 import type { PageChannel } from "./page_channel.ts";
 import { RemotePages } from "./remote_pages.ts";
 import { RemoteWalSource } from "./remote_wal.ts";
@@ -23,7 +23,7 @@ import { RemoteWalSource } from "./remote_wal.ts";
 /** PostgreSQL's WAL page size (XLOG_BLCKSZ). */
 const WAL_PAGE_BYTES = 8192n;
 /** WAL fetched from the pageserver at start in pieces of this many bytes. */
-const PREFILL_PIECE_BYTES = 1024 * 1024;
+const PREFILL_PIECE_BYTES = MAX_WAL_READ_BYTES;
 
 /** What opening a remote timeline needs. */
 export type RemoteTimelineOptions = {

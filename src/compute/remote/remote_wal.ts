@@ -9,10 +9,11 @@
 import assert from "node:assert/strict";
 import type { Lsn } from "../../lsn.ts";
 import type { WalSource } from "../../replication/wal_api.ts";
+import { MAX_WAL_READ_BYTES } from "../../pageserver/messages.ts";
 import type { PageChannel } from "./page_channel.ts";
 
 /** Bytes fetched at once. */
-const CHUNK_BYTES = 1024 * 1024;
+const CHUNK_BYTES = MAX_WAL_READ_BYTES;
 /** Chunks kept. */
 const CHUNKS_KEPT = 4;
 

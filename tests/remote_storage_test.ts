@@ -1,7 +1,6 @@
 // Remote storage: the same contract for a local directory and for S3 (a real S3 API server, s3rver, on loopback);
 // transient failures injected behind the same interface are retried until nothing is lost.
 import { deepEqual, equal, ok, rejects, throws } from "node:assert/strict";
-import S3rver from "s3rver";
 import { ConfigurationError } from "../src/errors.ts";
 import {
   LocalStorage,
@@ -12,33 +11,9 @@ import {
   S3Storage,
 } from "../src/remote_storage/mod.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
+import { BUCKET, withS3 } from "./fixtures/s3_server.ts";
 
-const BUCKET = "tarn-test";
 const bytes = (n: number, seed: number) => new Uint8Array(n).map((_, i) => (i * 31 + seed) & 0xff);
-
-/** Runs `fn` with an s3rver on a free loopback port, its bucket made, and the environment a client needs. */
-async function withS3(fn: (env: Record<string, string>) => Promise<void>): Promise<void> {
-  await withTempDir(async (dir) => {
-    const server = new S3rver({
-      port: 0,
-      address: "127.0.0.1",
-      silent: true,
-      directory: dir,
-      configureBuckets: [{ name: BUCKET, configs: [] }],
-    });
-    const { port } = await server.run();
-    try {
-      await fn({
-        AWS_ACCESS_KEY_ID: "S3RVER",
-        AWS_SECRET_ACCESS_KEY: "S3RVER",
-        AWS_REGION: "us-east-1",
-        AWS_ENDPOINT_URL_S3: `http://127.0.0.1:${port}`,
-      });
-    } finally {
-      await server.close();
-    }
-  });
-}
 
 /** What every store must do. */
 async function contract(store: RemoteStorage): Promise<void> {

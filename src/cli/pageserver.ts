@@ -7,12 +7,16 @@
 import { PageserverServer } from "../pageserver/server.ts";
 import { flagValue, parseFlags, parseListen, untilSignal, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
+import { openRemoteStorage } from "../remote_storage/mod.ts";
 
 /** Help text. */
 export const PAGESERVER_HELP = `tarn pageserver: serve pages, branches and history to computes, for many tenants
 
   --data DIR          data directory (required; created if missing): tenants/<name>/timelines/<timeline>/
   --listen HOST:PORT  address for the pageserver protocol and HTTP (required; port 0 picks a free one)
+  --remote URL        the lake: file:///path or s3://bucket/prefix (S3 reads AWS_ACCESS_KEY_ID,
+                      AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL_S3). Layers and indexes are uploaded
+                      as they are written; tenants it holds that --data does not are downloaded at start
   --log-format F      text (default) or json: one JSON object a line
 
 The same port answers HTTP: GET /status, GET /metrics (Prometheus), and the management API under /v1/tenants
@@ -26,6 +30,7 @@ export async function pageserver(args: string[]): Promise<void> {
     "--data": (v) => v.length > 0,
     "--listen": (v) => parseListen(v) !== undefined,
     "--log-format": (v) => v === "text" || v === "json",
+    "--remote": (v) => /^(file|s3):\/\/./.test(v),
   });
   for (const name of ["--data", "--listen"]) {
     if (flags[name] === undefined) throw new UsageError(`tarn pageserver: ${name} is required; see --help`);
@@ -33,7 +38,9 @@ export async function pageserver(args: string[]): Promise<void> {
   const { hostname, port } = parseListen(flagValue(flags, "--listen", ""))!;
   const log = makeLogger(flagValue(flags, "--log-format", "text") === "json");
   const dir = flagValue(flags, "--data", "");
-  const server = await PageserverServer.start({ dir, hostname, port, log }).catch((error) => {
+  const remote_url = flags["--remote"];
+  const remote = typeof remote_url === "string" ? openRemoteStorage(remote_url, { log }) : undefined;
+  const server = await PageserverServer.start({ dir, hostname, port, log, remote }).catch((error) => {
     if (!(error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.AddrNotAvailable)) throw error;
     throw new UsageError(`tarn pageserver: --listen ${flags["--listen"]}: ${error.message}; pick another address`);
   });
@@ -41,5 +48,6 @@ export async function pageserver(args: string[]): Promise<void> {
   await untilSignal();
   log("stopping", {});
   await server.close();
+  remote?.close();
   log("stopped", {});
 }

@@ -6,6 +6,7 @@
  * @module
  */
 import type { Logger } from "../logger.ts";
+import type { RemoteStorage } from "../remote_storage/mod.ts";
 import { servePageProtocol } from "./connection.ts";
 import { HTTP_METHODS, serveHttp } from "./http_api.ts";
 import { PageserverMetrics } from "./metrics.ts";
@@ -21,8 +22,10 @@ export type PageserverOptions = {
   log?: Logger;
   /** The most open connections; more are closed at once. Default 1024. */
   max_connections?: number;
-  /** Committed versions in memory are persisted this often (ms). Default 1000. */
+  /** Committed versions in memory are persisted (and new layers uploaded) this often (ms). Default 1000. */
   persist_interval_ms?: number;
+  /** The lake (`--remote`): layers and indexes are uploaded to it, and tenants missing here downloaded from it. */
+  remote?: RemoteStorage;
 };
 
 /** A running pageserver. */
@@ -44,14 +47,19 @@ export class PageserverServer {
     this.#max_connections = opts.max_connections ?? 1024;
     this.#accepting = this.#accept();
     this.#timer = setInterval(() => {
-      this.#registry.list().then((tenants) => tenants.forEach((t) => t.persistIdle())).catch(() => {});
+      this.#registry.list().then((tenants) =>
+        tenants.forEach((t) => {
+          t.persistIdle();
+          t.uploadSoon();
+        })
+      ).catch(() => {});
     }, opts.persist_interval_ms ?? 1000);
   }
 
   /** Locks and opens `dir`, then listens. */
   static async start(opts: PageserverOptions): Promise<PageserverServer> {
     const log = opts.log ?? (() => {});
-    const registry = await TenantRegistry.open(opts.dir, log);
+    const registry = await TenantRegistry.open(opts.dir, log, opts.remote);
     let listener: Deno.TcpListener;
     try {
       listener = Deno.listen({ hostname: opts.hostname, port: opts.port, transport: "tcp" });

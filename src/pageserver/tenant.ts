@@ -33,6 +33,7 @@ import {
 import { listFiles } from "./file_listing.ts";
 import { TermsFile } from "./ownership_file.ts";
 import { PageserverError } from "./pageserver_error.ts";
+import type { RemoteTimelineState, TenantUploader } from "./tenant_uploader.ts";
 
 /** Each timeline's cache of decompressed layer blocks. */
 const BLOCK_CACHE_BYTES = 16 * 1024 * 1024;
@@ -62,6 +63,9 @@ export class Tenant {
   readonly #terms: TermsFile;
   readonly #log: Logger;
   readonly counters: TenantCounters = { ingest_bytes: 0, get_pages: 0 };
+  /** Keeps the lake in step with this tenant's directory (`--remote`); undefined: local only. */
+  #uploader: TenantUploader | undefined;
+  #uploading: Promise<void> | undefined;
 
   private constructor(
     name: string,
@@ -79,8 +83,17 @@ export class Tenant {
     this.#log = log;
   }
 
-  /** Opens the tenant in `dir`, or creates it there (initdb's cluster imported as its first WAL and pages). */
-  static async open(dir: string, name: string, log: Logger, create: boolean): Promise<Tenant | undefined> {
+  /**
+   * Opens the tenant in `dir`, or creates it there (initdb's cluster imported as its first WAL and pages). With an
+   * uploader, its layers and metadata go to the lake as they are written.
+   */
+  static async open(
+    dir: string,
+    name: string,
+    log: Logger,
+    create: boolean,
+    uploader?: TenantUploader,
+  ): Promise<Tenant | undefined> {
     let file = await readTenantFile(dir);
     if (file === undefined && !create) return undefined;
     const fresh = file === undefined;
@@ -102,7 +115,23 @@ export class Tenant {
       await writeTenantFile(dir, file);
       log("tenant_created", { tenant: name, tenant_id: file.timeline_id });
     }
-    return new Tenant(name, file, catalog, timelines, await TermsFile.open(dir), log);
+    const tenant = new Tenant(name, file, catalog, timelines, await TermsFile.open(dir), log);
+    tenant.#uploader = uploader;
+    return tenant;
+  }
+
+  /** Starts an upload of what changed since the last one, unless one runs; a failure is logged and retried later. */
+  uploadSoon(): void {
+    const uploader = this.#uploader;
+    if (uploader === undefined || this.#uploading !== undefined) return;
+    this.#uploading = uploader.sync(this.manager.list().map((b) => b.timeline_id))
+      .catch((error) => this.#log("upload_failed", { tenant: this.name, error: String(error) }))
+      .finally(() => this.#uploading = undefined);
+  }
+
+  /** What the lake holds of a timeline (undefined: no `--remote`, or nothing uploaded yet). */
+  remoteState(timeline_id: string): RemoteTimelineState | undefined {
+    return this.#uploader?.state(timeline_id);
   }
 
   /** What a compute needs to start on `branch`. */
@@ -138,6 +167,14 @@ export class Tenant {
       throw new PageserverError(
         "fenced",
         `timeline ${timeline_id} belongs to a compute of term ${owner.term}, not ${term}: this compute was replaced`,
+      );
+    }
+    if (wal_end_lsn < pages.disk_consistent_lsn) {
+      throw new PageserverError(
+        "lsn_out_of_range",
+        `timeline ${timeline_id} has pages durable up to ${formatLsn(pages.disk_consistent_lsn)}, but the WAL its ` +
+          `safekeepers hold ends at ${formatLsn(wal_end_lsn)}: committed WAL is missing (safekeepers' directories ` +
+          `lost without their WAL in the lake?); start safekeepers that hold it`,
       );
     }
     if (term > owner.term) {
@@ -329,6 +366,10 @@ export class Tenant {
   async close(): Promise<void> {
     await Promise.all([...this.#owners.values()].map((o) => o.persisting));
     for (const timeline_id of this.#owners.keys()) await this.persist(timeline_id).catch(() => {});
+    await this.#uploading;
+    // A clean stop leaves the lake holding everything that is durable here.
+    await this.#uploader?.sync(this.manager.list().map((b) => b.timeline_id))
+      .catch((error) => this.#log("upload_failed", { tenant: this.name, error: String(error), at: "stop" }));
     await this.timelines.closeAll();
   }
 

@@ -6,8 +6,12 @@
  */
 import type { Logger } from "../logger.ts";
 import { DirLock } from "../dir_lock.ts";
+import type { RemoteStorage } from "../remote_storage/mod.ts";
 import { PageserverError } from "./pageserver_error.ts";
+import { remoteTenants, tenantPrefix } from "./remote_index.ts";
 import { Tenant } from "./tenant.ts";
+import { downloadTenant } from "./tenant_download.ts";
+import { TenantUploader } from "./tenant_uploader.ts";
 
 const TENANT_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
 /** The most tenants one pageserver holds. */
@@ -19,25 +23,38 @@ export class TenantRegistry {
   readonly #lock: DirLock;
   readonly #log: Logger;
   readonly #tenants = new Map<string, Promise<Tenant>>();
+  readonly #remote: RemoteStorage | undefined;
+  /** This process's name in generation claims. */
+  readonly #node = `${Deno.hostname()}-${Deno.pid}-${crypto.randomUUID().slice(0, 8)}`;
 
-  private constructor(dir: string, lock: DirLock, log: Logger) {
+  private constructor(dir: string, lock: DirLock, log: Logger, remote: RemoteStorage | undefined) {
     this.#dir = dir;
     this.#lock = lock;
     this.#log = log;
+    this.#remote = remote;
   }
 
-  /** Locks `dir` (created if missing) and opens the tenants in it. */
-  static async open(dir: string, log: Logger): Promise<TenantRegistry> {
+  /**
+   * Locks `dir` (created if missing) and opens the tenants in it. With `remote`, first downloads every tenant the
+   * lake holds that the directory does not (an empty directory gets them all back), and uploads from then on.
+   */
+  static async open(dir: string, log: Logger, remote?: RemoteStorage): Promise<TenantRegistry> {
     await Deno.mkdir(`${dir}/tenants`, { recursive: true });
     const lock = await DirLock.acquire(dir);
-    const registry = new TenantRegistry(dir, lock, log);
+    const registry = new TenantRegistry(dir, lock, log, remote);
     try {
       for await (const entry of Deno.readDir(`${dir}/tenants`)) {
         if (!entry.isDirectory || !TENANT_NAME.test(entry.name)) continue;
-        const tenant = await Tenant.open(`${dir}/tenants/${entry.name}`, entry.name, log, false);
+        const tenant = await registry.#openTenant(entry.name, false);
         // A directory without its tenant file is a creation that a crash interrupted: it held nothing yet.
         if (tenant === undefined) await Deno.remove(`${dir}/tenants/${entry.name}`, { recursive: true });
         else registry.#tenants.set(entry.name, Promise.resolve(tenant));
+      }
+      for (const name of remote === undefined ? [] : await remoteTenants(remote)) {
+        if (registry.#tenants.has(name) || !TENANT_NAME.test(name)) continue;
+        await downloadTenant(remote!, name, `${dir}/tenants/${name}`, log);
+        const tenant = await registry.#openTenant(name, false);
+        if (tenant !== undefined) registry.#tenants.set(name, Promise.resolve(tenant));
       }
     } catch (error) {
       await registry.close();
@@ -63,10 +80,18 @@ export class TenantRegistry {
     if (this.#tenants.size >= MAX_TENANTS) {
       return Promise.reject(new PageserverError("bad_request", `this pageserver holds ${MAX_TENANTS} tenants already`));
     }
-    const opening = Tenant.open(`${this.#dir}/tenants/${name}`, name, this.#log, true).then((tenant) => tenant!);
+    const opening = this.#openTenant(name, true).then((tenant) => tenant!);
     opening.catch(() => this.#tenants.delete(name));
     this.#tenants.set(name, opening);
     return opening;
+  }
+
+  #openTenant(name: string, create: boolean): Promise<Tenant | undefined> {
+    const dir = `${this.#dir}/tenants/${name}`;
+    const uploader = this.#remote === undefined
+      ? undefined
+      : new TenantUploader(this.#remote, name, dir, this.#node, this.#log);
+    return Tenant.open(dir, name, this.#log, create, uploader);
   }
 
   /** Whether a tenant exists. */
@@ -87,6 +112,9 @@ export class TenantRegistry {
     this.#tenants.delete(name);
     await tenant.timelines.closeAll();
     await Deno.remove(`${this.#dir}/tenants/${name}`, { recursive: true });
+    for (const key of this.#remote === undefined ? [] : await this.#remote.list(tenantPrefix(name))) {
+      await this.#remote!.delete(key);
+    }
     this.#log("tenant_deleted", { tenant: name });
   }
 

@@ -281,6 +281,9 @@ export class QuorumWal implements OwnWal {
 
   /** Stops the proposer (uncommitted WAL is dropped: it was never acknowledged) and closes the local cache. */
   async close(): Promise<void> {
+    // The safekeepers learn the final commit LSN now rather than at a next heartbeat that never comes: what they
+    // offload to the lake then holds every commit this compute acknowledged.
+    if (this.#failure === undefined && this.#proposer.state === "streaming") this.#send(this.#proposer.tick());
     await this.#stop();
     this.#fail(new QuorumLostError("the timeline's WAL is closed"));
     await this.#local_sync;

@@ -50,6 +50,9 @@ export type SafekeeperClientOptions = {
   log: Logger;
 };
 
+/** How long closing waits for the frames already sent to be written. */
+const CLOSE_DRAIN_MS = 1000;
+
 /** A self-healing connection to one safekeeper. */
 export class SafekeeperClient {
   readonly #options: SafekeeperClientOptions;
@@ -95,9 +98,12 @@ export class SafekeeperClient {
     });
   }
 
-  /** Stops reconnecting and closes the connection. */
+  /** Stops reconnecting and closes the connection, once what was sent is written (for at most a second). */
   async close(): Promise<void> {
     this.#closed = true;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.#writing, new Promise((resolve) => timer = setTimeout(resolve, CLOSE_DRAIN_MS))]);
+    clearTimeout(timer);
     this.#drop("closing");
     await this.#running;
   }

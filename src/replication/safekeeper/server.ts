@@ -158,6 +158,10 @@ export class SafekeeperServer {
     await this.#accepting;
     for (const connection of this.#connections.keys()) connection.close();
     await Promise.all(this.#connections.values());
+    // No more WAL comes in: a clean stop leaves every committed byte in the lake, the unsealed segment included.
+    await this.#offloader?.uploadPartials(this.#registry.served()).catch((error) =>
+      this.#log("wal_offload_failed", { error: String(error), at: "stop" })
+    );
     await this.#registry.close();
   }
 }

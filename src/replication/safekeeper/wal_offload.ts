@@ -33,10 +33,15 @@ export type OffloadedTimeline = {
   safekeeper: Safekeeper;
 };
 
-/** The key of segment `segno` of a timeline. */
-export function segmentKey(tenant_id: string, timeline_id: string, segno: bigint): string {
-  return `wal/${tenant_id}/${timeline_id}/${segno.toString(16).padStart(16, "0")}`;
+/** The key of segment `segno` of a timeline; `.partial` for the committed start of a segment not yet sealed. */
+export function segmentKey(tenant_id: string, timeline_id: string, segno: bigint, partial = false): string {
+  return `wal/${tenant_id}/${timeline_id}/${segno.toString(16).padStart(16, "0")}${partial ? ".partial" : ""}`;
 }
+
+/** A sealed segment's key: 16 hex digits. */
+const SEALED_KEY = /\/([0-9a-f]{16})$/;
+/** A partial segment's key. */
+const PARTIAL_KEY = /\/([0-9a-f]{16})\.partial$/;
 
 /** One segment's object. */
 export function encodeSegmentObject(lsn_start: Lsn, segment_size: number, body: Uint8Array): Uint8Array {
@@ -109,19 +114,20 @@ export class WalOffloader {
     let next = this.#next.get(id);
     if (next === undefined) {
       const keys = await this.#store.list(`wal/${t.tenant_id}/${t.timeline_id}/`);
-      const last = keys.at(-1);
+      const last = keys.filter((k) => SEALED_KEY.test(k)).at(-1);
       next = last === undefined ? t.safekeeper.wal_start_lsn / size : BigInt(`0x${last.slice(-16)}`) + 1n;
       this.#next.set(id, next);
       this.#uploaded.set(id, next * size);
     }
     let done = 0;
     for (; done < budget && (next + 1n) * size <= committed; done++, next++) {
-      const start = next * size < t.safekeeper.wal_start_lsn ? t.safekeeper.wal_start_lsn : next * size;
-      const body = t.safekeeper.readCommitted(start, (next + 1n) * size);
+      const own_start = next * size < t.safekeeper.wal_start_lsn ? t.safekeeper.wal_start_lsn : next * size;
+      const { lsn_start, body } = await this.#withEarlierPartial(t, next, own_start, (next + 1n) * size);
       await this.#store.put(
         segmentKey(t.tenant_id, t.timeline_id, next),
-        encodeSegmentObject(start, t.segment_size, body),
+        encodeSegmentObject(lsn_start, t.segment_size, body),
       );
+      await this.#store.delete(segmentKey(t.tenant_id, t.timeline_id, next, true));
       this.#next.set(id, next + 1n);
       this.#uploaded.set(id, (next + 1n) * size);
       this.#log("wal_segment_offloaded", {
@@ -131,5 +137,91 @@ export class WalOffloader {
       });
     }
     return done;
+  }
+
+  /**
+   * The committed WAL of segment `segno` from `own_start` (where this safekeeper's WAL starts in it) to `lsn_end`,
+   * preceded by what an earlier partial object of the segment holds below `own_start`: a safekeeper seeded again
+   * after a disaster starts in the middle of a segment whose start only the lake still has.
+   */
+  async #withEarlierPartial(
+    t: OffloadedTimeline,
+    segno: bigint,
+    own_start: Lsn,
+    lsn_end: Lsn,
+  ): Promise<{ lsn_start: Lsn; body: Uint8Array }> {
+    const own = t.safekeeper.readCommitted(own_start, lsn_end);
+    if (own_start === segno * BigInt(t.segment_size)) return { lsn_start: own_start, body: own };
+    const key = segmentKey(t.tenant_id, t.timeline_id, segno, true);
+    const object = await this.#store.get(key);
+    if (object === undefined) return { lsn_start: own_start, body: own };
+    const earlier = decodeSegmentObject(key, object);
+    const earlier_end = earlier.lsn_start + BigInt(earlier.bytes.length);
+    if (earlier.lsn_start >= own_start || earlier_end < own_start) return { lsn_start: own_start, body: own };
+    const head = earlier.bytes.subarray(0, Number(own_start - earlier.lsn_start));
+    const body = new Uint8Array(head.length + own.length);
+    body.set(head);
+    body.set(own, head.length);
+    return { lsn_start: earlier.lsn_start, body };
+  }
+
+  /**
+   * Uploads, for each timeline, the committed WAL of its segment not yet sealed as `<segno>.partial` (a clean stop
+   * does this, so that the lake holds every committed byte). A later sealed upload of the segment replaces it.
+   */
+  async uploadPartials(timelines: OffloadedTimeline[]): Promise<void> {
+    await this.tick(timelines);
+    for (const t of timelines) {
+      const size = BigInt(t.segment_size);
+      const id = `${t.tenant_id}/${t.timeline_id}`;
+      const committed = t.safekeeper.commit_lsn < t.safekeeper.flush_lsn
+        ? t.safekeeper.commit_lsn
+        : t.safekeeper.flush_lsn;
+      const next = this.#next.get(id);
+      if (next === undefined || committed <= next * size || committed >= (next + 1n) * size) continue;
+      const own_start = next * size < t.safekeeper.wal_start_lsn ? t.safekeeper.wal_start_lsn : next * size;
+      if (committed <= own_start) continue;
+      const { lsn_start, body } = await this.#withEarlierPartial(t, next, own_start, committed);
+      await this.#store.put(
+        segmentKey(t.tenant_id, t.timeline_id, next, true),
+        encodeSegmentObject(lsn_start, t.segment_size, body),
+      );
+      this.#uploaded.set(id, committed);
+      this.#log("wal_partial_offloaded", {
+        tenant_id: t.tenant_id,
+        timeline_id: t.timeline_id,
+        end: formatLsn(committed),
+      });
+    }
+  }
+}
+
+/**
+ * The WAL of a timeline that safekeepers offloaded, as contiguous pieces in LSN order: every sealed segment, then the
+ * partial segment that follows the last of them, if any. Stops before a gap (a segment missing from the lake) and
+ * says so through `log`.
+ */
+export async function* readOffloadedWal(
+  store: RemoteStorage,
+  tenant_id: string,
+  timeline_id: string,
+  log: Logger,
+): AsyncGenerator<{ lsn_start: Lsn; bytes: Uint8Array }> {
+  const keys = await store.list(`wal/${tenant_id}/${timeline_id}/`);
+  const sealed = keys.filter((k) => SEALED_KEY.test(k));
+  const last = sealed.at(-1);
+  const after = last === undefined ? -1n : BigInt(`0x${SEALED_KEY.exec(last)![1]}`);
+  const partial = keys.filter((k) => PARTIAL_KEY.test(k) && BigInt(`0x${PARTIAL_KEY.exec(k)![1]}`) > after).at(0);
+  let end: Lsn | undefined;
+  for (const key of partial === undefined ? sealed : [...sealed, partial]) {
+    const bytes = await store.get(key);
+    if (bytes === undefined) continue; // a partial replaced by its sealed segment meanwhile
+    const piece = decodeSegmentObject(key, bytes);
+    if (end !== undefined && piece.lsn_start !== end) {
+      log("offloaded_wal_gap", { timeline_id, expected: formatLsn(end), found: formatLsn(piece.lsn_start), key });
+      return;
+    }
+    end = piece.lsn_start + BigInt(piece.bytes.length);
+    yield piece;
   }
 }

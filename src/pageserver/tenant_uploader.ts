@@ -1,0 +1,240 @@
+/**
+ * Uploads one tenant to the lake (`remote_index.ts` names the objects): each timeline's layer files once written,
+ * then the timeline's index listing exactly the layers on disk; the tenant's metadata files when they change; and
+ * deletes what no index lists any more (layers merged away, timelines of deleted branches). A pageserver that sees
+ * a higher generation than its own claimed for the tenant stops writing to the lake: another one took it over.
+ *
+ * @module
+ */
+import { crc32c } from "../crc32c.ts";
+import type { Logger } from "../logger.ts";
+import { formatLsn, type Lsn, parseLsn } from "../lsn.ts";
+import type { RemoteStorage } from "../remote_storage/mod.ts";
+import {
+  claimGeneration,
+  decodeIndex,
+  encodeIndex,
+  highestGeneration,
+  type IndexedLayer,
+  layerKey,
+  newestIndexKey,
+  REMOTE_INDEX_FORMAT_VERSION,
+  type TenantIndex,
+  tenantIndexKey,
+  tenantPrefix,
+  type TimelineIndex,
+  timelineIndexKey,
+} from "./remote_index.ts";
+
+/** A layer file name: `<generation>_<lsn_start>_<lsn_end>.layer`, 16 hex digits each. */
+const LAYER_NAME = /^[0-9a-f]{16}_[0-9a-f]{16}_([0-9a-f]{16})\.layer$/;
+/** The tenant metadata files that go into the tenant index. */
+const TENANT_FILES = ["tarn.json", "branches.json"];
+
+/** What the lake holds of one timeline, as `/status` and `/metrics` show it. */
+export type RemoteTimelineState = { remote_consistent_lsn: Lsn; remote_bytes: number; layers: number };
+
+/** Keeps one tenant's objects in the lake in step with its directory. */
+export class TenantUploader {
+  readonly #store: RemoteStorage;
+  readonly #tenant: string;
+  readonly #dir: string;
+  readonly #node: string;
+  readonly #log: Logger;
+  #generation = 0;
+  /** Set once a newer generation is seen: this pageserver no longer owns the tenant in the lake. */
+  #superseded = false;
+  #tenant_files = "";
+  /** The last index uploaded (or found) per timeline. */
+  readonly #indexes = new Map<string, TimelineIndex>();
+  #chain: Promise<unknown> = Promise.resolve();
+
+  /**
+   * @param store the lake
+   * @param tenant the tenant's name
+   * @param dir the tenant's directory
+   * @param node this pageserver's name in generation claims (unique per process)
+   * @param log where uploads and problems are told
+   */
+  constructor(store: RemoteStorage, tenant: string, dir: string, node: string, log: Logger) {
+    this.#store = store;
+    this.#tenant = tenant;
+    this.#dir = dir;
+    this.#node = node;
+    this.#log = log;
+  }
+
+  /** The generation this pageserver claimed for the tenant (0 before the first sync). */
+  get generation(): number {
+    return this.#generation;
+  }
+
+  /** What the lake holds of a timeline, by the last index uploaded or found. */
+  state(timeline_id: string): RemoteTimelineState | undefined {
+    const index = this.#indexes.get(timeline_id);
+    if (index === undefined) return undefined;
+    return {
+      remote_consistent_lsn: parseLsn(index.disk_consistent_lsn),
+      remote_bytes: index.layers.reduce((n, l) => n + l.size_bytes, 0),
+      layers: index.layers.length,
+    };
+  }
+
+  /**
+   * Uploads what changed in the tenant's metadata and in the given timelines since the last sync, and deletes the
+   * objects of timelines not among `timeline_ids` (deleted branches). Syncs run one at a time.
+   */
+  sync(timeline_ids: string[]): Promise<void> {
+    const run = this.#chain.then(() => this.#sync(timeline_ids));
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
+  async #sync(timeline_ids: string[]): Promise<void> {
+    if (this.#generation === 0) {
+      this.#generation = await claimGeneration(this.#store, this.#tenant, this.#node);
+      this.#log("tenant_generation_claimed", { tenant: this.#tenant, generation: this.#generation });
+    }
+    if (this.#superseded) return;
+    const files = await this.#readTenantFiles();
+    const text = JSON.stringify(files);
+    if (text !== this.#tenant_files && !await this.#checkSuperseded()) {
+      const index: TenantIndex = { format_version: REMOTE_INDEX_FORMAT_VERSION, generation: this.#generation, files };
+      await this.#store.put(tenantIndexKey(this.#tenant, this.#generation), encodeIndex(index));
+      await this.#deleteOtherIndexes(`${tenantPrefix(this.#tenant)}tenant-`, "tenant");
+      await this.#deleteTimelinesNotIn(timeline_ids);
+      this.#tenant_files = text;
+    }
+    for (const timeline_id of timeline_ids) await this.#syncTimeline(timeline_id);
+  }
+
+  async #checkSuperseded(): Promise<boolean> {
+    if (this.#superseded) return true;
+    const highest = await highestGeneration(this.#store, this.#tenant);
+    if (highest <= this.#generation) return false;
+    this.#superseded = true;
+    this.#log("tenant_generation_superseded", {
+      tenant: this.#tenant,
+      generation: this.#generation,
+      newer: highest,
+      what: "another pageserver attached this tenant to the same remote: this one stops uploading it",
+    });
+    return true;
+  }
+
+  async #readTenantFiles(): Promise<Record<string, string>> {
+    const files: Record<string, string> = {};
+    for (const name of TENANT_FILES) {
+      try {
+        files[name] = await Deno.readTextFile(`${this.#dir}/${name}`);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      }
+    }
+    return files;
+  }
+
+  async #syncTimeline(timeline_id: string): Promise<void> {
+    const previous = this.#indexes.get(timeline_id) ?? await this.#findIndex(timeline_id);
+    const local = await this.#localLayers(timeline_id);
+    const uploaded = new Map((previous?.layers ?? []).map((l) => [l.name, l]));
+    if (previous !== undefined && sameNames(local.map((l) => l.name), [...uploaded.keys()])) {
+      this.#indexes.set(timeline_id, previous);
+      return;
+    }
+    const layers: IndexedLayer[] = [];
+    let disk_consistent_lsn = 0n;
+    for (const { name, lsn_end } of local) {
+      if (lsn_end > disk_consistent_lsn) disk_consistent_lsn = lsn_end;
+      const known = uploaded.get(name);
+      if (known !== undefined) {
+        layers.push(known);
+        continue;
+      }
+      let bytes: Uint8Array;
+      try {
+        bytes = await Deno.readFile(`${this.#dir}/timelines/${timeline_id}/${name}`);
+      } catch (error) {
+        if (error instanceof Deno.errors.NotFound) return; // merged away meanwhile: the next sync sees the new set
+        throw error;
+      }
+      const layer = { name, generation: this.#generation, size_bytes: bytes.length, crc32c: crc32c(bytes) };
+      await this.#store.put(layerKey(this.#tenant, timeline_id, layer), bytes);
+      layers.push(layer);
+    }
+    const index: TimelineIndex = {
+      format_version: REMOTE_INDEX_FORMAT_VERSION,
+      generation: this.#generation,
+      timeline_id,
+      disk_consistent_lsn: formatLsn(disk_consistent_lsn),
+      layers,
+    };
+    if (await this.#checkSuperseded()) return;
+    await this.#store.put(timelineIndexKey(this.#tenant, timeline_id, this.#generation), encodeIndex(index));
+    this.#indexes.set(timeline_id, index);
+    this.#log("timeline_uploaded", {
+      tenant: this.#tenant,
+      timeline_id,
+      layers: layers.length,
+      disk_consistent_lsn: index.disk_consistent_lsn,
+    });
+    // Only after the new index is in place: the old one may still be read until then.
+    const kept = new Set(layers.map((l) => layerKey(this.#tenant, timeline_id, l)));
+    for (const old of previous?.layers ?? []) {
+      const key = layerKey(this.#tenant, timeline_id, old);
+      if (!kept.has(key) && !await this.#checkSuperseded()) await this.#store.delete(key);
+    }
+    await this.#deleteOtherIndexes(`${tenantPrefix(this.#tenant)}timelines/${timeline_id}/index-`, "index");
+  }
+
+  /** The newest index of a timeline in the lake (left by an earlier generation), if any. */
+  async #findIndex(timeline_id: string): Promise<TimelineIndex | undefined> {
+    const key = newestIndexKey(
+      await this.#store.list(`${tenantPrefix(this.#tenant)}timelines/${timeline_id}/index-`),
+      "index",
+    );
+    if (key === undefined) return undefined;
+    const bytes = await this.#store.get(key);
+    return bytes === undefined ? undefined : decodeIndex<TimelineIndex>(key, bytes);
+  }
+
+  /** The timeline's layer files on disk, with the end of each one's LSN range. */
+  async #localLayers(timeline_id: string): Promise<{ name: string; lsn_end: Lsn }[]> {
+    const out: { name: string; lsn_end: Lsn }[] = [];
+    try {
+      for await (const entry of Deno.readDir(`${this.#dir}/timelines/${timeline_id}`)) {
+        const m = LAYER_NAME.exec(entry.name);
+        if (entry.isFile && m !== null) out.push({ name: entry.name, lsn_end: BigInt(`0x${m[1]}`) });
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    return out.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+  }
+
+  /** Deletes index objects under `prefix` other than this generation's. */
+  async #deleteOtherIndexes(prefix: string, stem: "tenant" | "index"): Promise<void> {
+    const mine = newestIndexKey(await this.#store.list(prefix), stem);
+    for (const key of await this.#store.list(prefix)) {
+      if (key !== mine && !await this.#checkSuperseded()) await this.#store.delete(key);
+    }
+  }
+
+  /** Deletes every object of the timelines in the lake that are not among `timeline_ids`. */
+  async #deleteTimelinesNotIn(timeline_ids: string[]): Promise<void> {
+    const keep = new Set(timeline_ids);
+    const prefix = `${tenantPrefix(this.#tenant)}timelines/`;
+    for (const key of await this.#store.list(prefix)) {
+      const timeline_id = key.slice(prefix.length).split("/")[0];
+      if (keep.has(timeline_id) || await this.#checkSuperseded()) continue;
+      await this.#store.delete(key);
+      this.#indexes.delete(timeline_id);
+    }
+  }
+}
+
+function sameNames(a: string[], b: string[]): boolean {
+  if (a.length !== b.length) return false;
+  const set = new Set(b);
+  return a.every((name) => set.has(name));
+}

@@ -67,6 +67,15 @@ Deno.test({
           started.push(dev);
           const dev_acked = await load(dev, "t", 100_001, 100_400, 2);
           main_acked.push(...await load(main, "t", 1501, 2000, 2));
+          // The lake has main's layers within a few seconds, and /status says how far behind it is.
+          const status_url = `http://127.0.0.1:${before.ps.port}/status`;
+          let lake: Record<string, number> = {};
+          for (let i = 0; i < 100 && !(lake.remote_layers > 0); i++) {
+            const status = await (await fetch(status_url)).json();
+            lake = status.tenants[0].branches.find((b: { name: string }) => b.name === "main").storage;
+            await new Promise((resolve) => setTimeout(resolve, 100));
+          }
+          ok(lake.remote_layers > 0 && lake.remote_bytes > 0 && lake.local_bytes > 0, JSON.stringify(lake));
           // A clean stop, computes first: each role uploads what the lake does not have yet.
           for (const p of [main, dev, before.ps, ...before.sks]) equal(await p.stop(), 0);
           started.length = 0;

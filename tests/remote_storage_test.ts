@@ -12,6 +12,7 @@ import {
 } from "../src/remote_storage/mod.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
 import { BUCKET, withS3 } from "./fixtures/s3_server.ts";
+import { FlakyStorage } from "./fixtures/flaky_storage.ts";
 
 const bytes = (n: number, seed: number) => new Uint8Array(n).map((_, i) => (i * 31 + seed) & 0xff);
 
@@ -64,48 +65,6 @@ storeTest("remote storage: S3 (s3rver) keeps the contract, under a prefix", () =
       other.close();
     }
   }));
-
-/** A store whose requests fail transiently at random (seeded), as a flaky network or a throttling S3 does. */
-class FlakyStorage implements RemoteStorage {
-  readonly url: string;
-  readonly #inner: RemoteStorage;
-  #seed: number;
-  failures = 0;
-
-  constructor(inner: RemoteStorage, seed: number) {
-    this.#inner = inner;
-    this.url = inner.url;
-    this.#seed = seed;
-  }
-
-  #maybeFail(what: string): void {
-    this.#seed = (this.#seed * 1103515245 + 12345) & 0x7fffffff;
-    if (this.#seed % 3 === 0) {
-      this.failures++;
-      throw new RemoteStorageError(what, new Error("503 Slow Down (injected)"), true);
-    }
-  }
-
-  async put(key: string, data: Uint8Array) {
-    this.#maybeFail(`put ${key}`);
-    await this.#inner.put(key, data);
-  }
-  async get(key: string) {
-    this.#maybeFail(`get ${key}`);
-    return await this.#inner.get(key);
-  }
-  async list(prefix: string) {
-    this.#maybeFail(`list ${prefix}`);
-    return await this.#inner.list(prefix);
-  }
-  async delete(key: string) {
-    this.#maybeFail(`delete ${key}`);
-    await this.#inner.delete(key);
-  }
-  close() {
-    this.#inner.close();
-  }
-}
 
 storeTest(
   "remote storage: injected transient S3 failures are retried with backoff; every upload completes",

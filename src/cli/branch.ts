@@ -107,10 +107,19 @@ export async function status(args: string[]): Promise<void> {
   }
 }
 
+type StorageStatus = {
+  local_bytes: number;
+  layers?: number;
+  remote_bytes?: number;
+  remote_layers?: number;
+  remote_consistent_lsn?: string;
+  upload_lag_bytes?: number;
+};
+
 type PageserverStatus = {
   tenants: {
     name: string;
-    branches: { name: string; timeline_id: string; parent?: string }[];
+    branches: { name: string; timeline_id: string; parent?: string; storage?: StorageStatus }[];
     timelines: { timeline_id: string; term: number; commit_lsn: string; disk_consistent_lsn?: string }[];
   }[];
 };
@@ -127,8 +136,17 @@ function printPageserver(address: string, answer: unknown, flags: Record<string,
         ? "no compute since the pageserver started"
         : `term ${t.term}, commit ${t.commit_lsn}, durable ${t.disk_consistent_lsn ?? "-"}`;
       console.log(`    ${b.name.padEnd(20)} ${b.timeline_id}  ${state}`);
+      if (b.storage !== undefined) console.log(`      ${storageLine(b.storage)}`);
     }
   }
+}
+
+function storageLine(s: StorageStatus): string {
+  const mb = (bytes: number) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+  const local = `local ${mb(s.local_bytes)}${s.layers === undefined ? "" : ` in ${s.layers} layers`}`;
+  if (s.remote_bytes === undefined) return `${local}; not in the lake (no --remote, or nothing uploaded yet)`;
+  return `${local}; lake ${mb(s.remote_bytes)} in ${s.remote_layers} layers up to ${s.remote_consistent_lsn}, ` +
+    `upload lag ${s.upload_lag_bytes ?? "-"} bytes`;
 }
 
 function parseAt(text: string): BranchAt | undefined {

@@ -153,7 +153,22 @@ async function status(ctx: HttpContext): Promise<unknown> {
     tenants.push({
       name: t.name,
       tenant_id: t.file.timeline_id,
-      branches: t.branches().map((b) => ({ name: b.name, timeline_id: b.timeline_id, parent: b.parent })),
+      branches: await Promise.all(
+        t.branches().map(async (b) => {
+          const r = await t.storageReport(b.timeline_id);
+          const lsn = (v: bigint | undefined) => v === undefined ? undefined : formatLsn(v);
+          return {
+            name: b.name,
+            timeline_id: b.timeline_id,
+            parent: b.parent,
+            storage: {
+              ...r,
+              disk_consistent_lsn: lsn(r.disk_consistent_lsn),
+              remote_consistent_lsn: lsn(r.remote_consistent_lsn),
+            },
+          };
+        }),
+      ),
       timelines: t.owners().map((o) => {
         const storage = t.timelines.opened(o.timeline_id);
         return {

@@ -41,13 +41,24 @@ export class PageserverMetrics {
       "# TYPE tarn_pageserver_layers gauge",
       "# HELP tarn_pageserver_disk_bytes Bytes on disk per timeline (layers and WAL).",
       "# TYPE tarn_pageserver_disk_bytes gauge",
+      "# HELP tarn_pageserver_remote_bytes Bytes of the layers the timeline's index in the lake lists.",
+      "# TYPE tarn_pageserver_remote_bytes gauge",
+      "# HELP tarn_pageserver_remote_layers Layers the timeline's index in the lake lists.",
+      "# TYPE tarn_pageserver_remote_layers gauge",
+      "# HELP tarn_pageserver_upload_lag_bytes WAL bytes between the durable LSN here and the one the lake holds.",
+      "# TYPE tarn_pageserver_upload_lag_bytes gauge",
     );
     for (const t of tenants) {
       for (const branch of t.manager.list()) {
         const labels = `{tenant="${t.name}",timeline="${branch.timeline_id}",branch="${branch.name}"}`;
-        const storage = t.timelines.opened(branch.timeline_id);
-        if (storage !== undefined) lines.push(`tarn_pageserver_layers${labels} ${storage.pages.layer_count}`);
-        lines.push(`tarn_pageserver_disk_bytes${labels} ${await t.timelines.diskBytes(branch.timeline_id)}`);
+        const r = await t.storageReport(branch.timeline_id);
+        if (r.layers !== undefined) lines.push(`tarn_pageserver_layers${labels} ${r.layers}`);
+        lines.push(`tarn_pageserver_disk_bytes${labels} ${r.local_bytes}`);
+        if (r.remote_bytes !== undefined) lines.push(`tarn_pageserver_remote_bytes${labels} ${r.remote_bytes}`);
+        if (r.remote_layers !== undefined) lines.push(`tarn_pageserver_remote_layers${labels} ${r.remote_layers}`);
+        if (r.upload_lag_bytes !== undefined) {
+          lines.push(`tarn_pageserver_upload_lag_bytes${labels} ${r.upload_lag_bytes}`);
+        }
       }
     }
     return lines.join("\n") + "\n";

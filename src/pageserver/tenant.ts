@@ -49,6 +49,20 @@ type Ownership = { term: bigint; commit_lsn: Lsn; ingested_lsn: Lsn; persisting?
  */
 export type Writer = { term: bigint; attached: bigint | undefined };
 
+/**
+ * A timeline's storage: here (bytes of layers and WAL, layer files, durable LSN; undefined fields for a timeline not
+ * open) and in the lake (`--remote`: bytes and layers of its index, the LSN the lake holds, and how far behind it is).
+ */
+export type StorageReport = {
+  local_bytes: number;
+  layers?: number;
+  disk_consistent_lsn?: Lsn;
+  remote_bytes?: number;
+  remote_layers?: number;
+  remote_consistent_lsn?: Lsn;
+  upload_lag_bytes?: number;
+};
+
 /** Counters the metrics show. */
 export type TenantCounters = { ingest_bytes: number; get_pages: number };
 
@@ -129,9 +143,22 @@ export class Tenant {
       .finally(() => this.#uploading = undefined);
   }
 
-  /** What the lake holds of a timeline (undefined: no `--remote`, or nothing uploaded yet). */
-  remoteState(timeline_id: string): RemoteTimelineState | undefined {
-    return this.#uploader?.state(timeline_id);
+  /** A timeline's storage here and in the lake, for `/status` and `/metrics`. */
+  async storageReport(timeline_id: string): Promise<StorageReport> {
+    const pages = this.timelines.opened(timeline_id)?.pages;
+    const remote: RemoteTimelineState | undefined = this.#uploader?.state(timeline_id);
+    const durable = pages?.disk_consistent_lsn;
+    return {
+      local_bytes: await this.timelines.diskBytes(timeline_id),
+      layers: pages?.layer_count,
+      disk_consistent_lsn: durable,
+      remote_bytes: remote?.remote_bytes,
+      remote_layers: remote?.layers,
+      remote_consistent_lsn: remote?.remote_consistent_lsn,
+      upload_lag_bytes: durable === undefined || remote === undefined || this.#uploader === undefined
+        ? undefined
+        : Number(durable > remote.remote_consistent_lsn ? durable - remote.remote_consistent_lsn : 0n),
+    };
   }
 
   /** What a compute needs to start on `branch`. */

@@ -142,6 +142,7 @@ export class TenantUploader {
       this.#indexes.set(timeline_id, previous);
       return;
     }
+    if (await this.#checkSuperseded()) return;
     const layers: IndexedLayer[] = [];
     let disk_consistent_lsn = 0n;
     for (const { name, lsn_end } of local) {

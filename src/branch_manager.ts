@@ -141,7 +141,9 @@ export class BranchManager {
   async branchPoint(branch: Branch, at: BranchAt | undefined): Promise<Lsn> {
     const storage = await this.#timelines.open(branch.timeline_id);
     const head = await this.#hooks.head?.(branch) ?? storage.wal.flush_lsn;
-    return resolveBranchPoint(branch.name, storage.wal, head, at);
+    const lsn = resolveBranchPoint(branch.name, storage.wal, head, at);
+    storage.pages.checkReadable(lsn); // before GC's cutoff: LsnOutOfRangeError naming the oldest point kept
+    return lsn;
   }
 
   /** The listing form of a branch. */

@@ -5,6 +5,8 @@
  * @module
  */
 
+export { parseDuration } from "../duration.ts";
+
 /** A command-line mistake: the message names the flag or value and where to look. */
 export class UsageError extends Error {
   /** @param message what was wrong */
@@ -72,13 +74,4 @@ export function untilSignal(): Promise<void> {
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
   });
-}
-
-const DURATION_UNITS_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** A duration flag (`500ms`, `30s`, `5m`, `1h`, `0`) in ms; undefined when it is not one. */
-export function parseDuration(text: string): number | undefined {
-  const match = /^(\d{1,9})(ms|s|m|h)?$/.exec(text);
-  if (match === null || (match[2] === undefined && match[1] !== "0")) return undefined;
-  return Number(match[1]) * DURATION_UNITS_MS[match[2] ?? "ms"];
 }

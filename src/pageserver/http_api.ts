@@ -6,6 +6,7 @@
  */
 import { formatLsn } from "../lsn.ts";
 import { type AdminRequest, parseAdminRequest, runAdmin } from "../branch_admin.ts";
+import type { TenantConfig } from "./tenant_config.ts";
 import { PageserverError } from "./pageserver_error.ts";
 import type { PageserverMetrics } from "./metrics.ts";
 import type { TenantRegistry } from "./tenant_registry.ts";
@@ -135,10 +136,25 @@ async function route(r: HttpRequest, ctx: HttpContext): Promise<HttpAnswer> {
         name: parts[4],
         on: (r.body as { on?: unknown })?.on ?? true,
       });
+    case "GET /v1/tenants/*/config":
+      return { status: 200, body: configBody((await ctx.registry.get(tenantName)).config) };
+    case "PUT /v1/tenants/*/config":
+      return { status: 200, body: configBody(await (await ctx.registry.get(tenantName)).configure(r.body)) };
+    case "POST /v1/tenants/*/gc": {
+      const runs = await (await ctx.registry.get(tenantName)).collectGarbage(true);
+      return {
+        status: 200,
+        body: runs.map((run) => ({ ...run, horizon_lsn: formatLsn(run.horizon_lsn) })),
+      };
+    }
     case "POST /v1/tenants/*/admin":
       return await admin(ctx, tenantName, r.body);
   }
   return { status: 404, body: { error: `no route ${r.method} ${r.path}: see docs/pageserver_protocol.md` } };
+}
+
+function configBody(config: TenantConfig): unknown {
+  return { pitr_ms: config.pitr_ms };
 }
 
 async function admin(ctx: HttpContext, tenant_name: string, body: unknown, created = 200): Promise<HttpAnswer> {
@@ -164,6 +180,7 @@ async function status(ctx: HttpContext): Promise<unknown> {
             storage: {
               ...r,
               disk_consistent_lsn: lsn(r.disk_consistent_lsn),
+              gc_cutoff_lsn: lsn(r.gc_cutoff_lsn),
               remote_consistent_lsn: lsn(r.remote_consistent_lsn),
             },
           };

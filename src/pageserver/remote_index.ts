@@ -44,6 +44,8 @@ export type TimelineIndex = {
   /** The highest `lsn_end` of the layers: every version up to it is in them. As `X/Y`. */
   disk_consistent_lsn: string;
   layers: IndexedLayer[];
+  /** The exact text of the timeline's `gc.json` (its GC cutoff and kept points); absent before its first GC. */
+  gc?: string;
 };
 
 /** A tenant's index object: its metadata files, each as the exact text the tenant directory holds. */

@@ -24,6 +24,8 @@ export type PageserverOptions = {
   max_connections?: number;
   /** Committed versions in memory are persisted (and new layers uploaded) this often (ms). Default 1000. */
   persist_interval_ms?: number;
+  /** How often each tenant's timelines are looked at for GC (ms). Default 10,000. */
+  gc_interval_ms?: number;
   /** The lake (`--remote`): layers and indexes are uploaded to it, and tenants missing here downloaded from it. */
   remote?: RemoteStorage;
 };
@@ -37,6 +39,7 @@ export class PageserverServer {
   readonly #metrics = new PageserverMetrics();
   readonly #accepting: Promise<void>;
   readonly #timer: ReturnType<typeof setInterval>;
+  readonly #gc_timer: ReturnType<typeof setInterval>;
   readonly #max_connections: number;
   #closed = false;
 
@@ -54,6 +57,13 @@ export class PageserverServer {
         })
       ).catch(() => {});
     }, opts.persist_interval_ms ?? 1000);
+    this.#gc_timer = setInterval(() => {
+      this.#registry.list().then((tenants) =>
+        tenants.forEach((t) =>
+          t.collectGarbage().catch((error) => log("gc_failed", { tenant: t.name, error: String(error) }))
+        )
+      ).catch(() => {});
+    }, opts.gc_interval_ms ?? 10_000);
   }
 
   /** Locks and opens `dir`, then listens. */
@@ -113,6 +123,7 @@ export class PageserverServer {
     if (this.#closed) return;
     this.#closed = true;
     clearInterval(this.#timer);
+    clearInterval(this.#gc_timer);
     this.#listener.close();
     await this.#accepting;
     for (const conn of this.#connections.keys()) {

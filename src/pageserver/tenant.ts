@@ -34,6 +34,8 @@ import { listFiles } from "./file_listing.ts";
 import { TermsFile } from "./ownership_file.ts";
 import { PageserverError } from "./pageserver_error.ts";
 import type { RemoteTimelineState, TenantUploader } from "./tenant_uploader.ts";
+import { parseConfigChange, readTenantConfig, type TenantConfig, writeTenantConfig } from "./tenant_config.ts";
+import { collectTimeline, type GcMemory, type GcOutcome } from "./tenant_gc.ts";
 
 /** Each timeline's cache of decompressed layer blocks. */
 const BLOCK_CACHE_BYTES = 16 * 1024 * 1024;
@@ -56,6 +58,8 @@ export type Writer = { term: bigint; attached: bigint | undefined };
 export type StorageReport = {
   local_bytes: number;
   layers?: number;
+  /** Reads and branches below it are refused. */
+  gc_cutoff_lsn?: Lsn;
   disk_consistent_lsn?: Lsn;
   remote_bytes?: number;
   remote_layers?: number;
@@ -80,6 +84,11 @@ export class Tenant {
   /** Keeps the lake in step with this tenant's directory (`--remote`); undefined: local only. */
   #uploader: TenantUploader | undefined;
   #uploading: Promise<void> | undefined;
+  #config: TenantConfig = { format_version: 1, pitr_ms: 0 };
+  readonly #gc_memory = new Map<string, GcMemory>();
+  #dir = "";
+  #catalog: BranchCatalog;
+  #collecting: Promise<unknown> = Promise.resolve();
 
   private constructor(
     name: string,
@@ -93,6 +102,7 @@ export class Tenant {
     this.file = file;
     this.timelines = timelines;
     this.manager = new BranchManager(catalog, timelines);
+    this.#catalog = catalog;
     this.#terms = terms;
     this.#log = log;
   }
@@ -131,7 +141,56 @@ export class Tenant {
     }
     const tenant = new Tenant(name, file, catalog, timelines, await TermsFile.open(dir), log);
     tenant.#uploader = uploader;
+    tenant.#config = await readTenantConfig(dir);
+    tenant.#dir = dir;
     return tenant;
+  }
+
+  /** The tenant's settings. */
+  get config(): TenantConfig {
+    return this.#config;
+  }
+
+  /** Changes settings (`{"pitr": "7d"}`); durable before it resolves. */
+  async configure(body: unknown): Promise<TenantConfig> {
+    const config = parseConfigChange(this.#config, body);
+    await writeTenantConfig(this.#dir, config);
+    this.#config = config;
+    return config;
+  }
+
+  /**
+   * Collects garbage on every open timeline whose layers doubled since its last run (`force`: whatever their size),
+   * keeping each child branch's branch point readable. Runs one at a time; resolves with what each run did.
+   */
+  collectGarbage(force = false): Promise<({ timeline_id: string } & GcOutcome)[]> {
+    const run = this.#collecting.then(() => this.#collect(force));
+    this.#collecting = run.catch(() => {});
+    return run;
+  }
+
+  async #collect(force: boolean): Promise<({ timeline_id: string } & GcOutcome)[]> {
+    const done = [];
+    for (const branch of this.manager.list()) {
+      const storage = this.timelines.opened(branch.timeline_id);
+      if (storage === undefined) continue;
+      let memory = this.#gc_memory.get(branch.timeline_id);
+      if (memory === undefined) {
+        this.#gc_memory.set(branch.timeline_id, memory = { scan_from_lsn: 0n, horizon_lsn: 0n, bytes_after: 0 });
+      }
+      const keep = this.#catalog.children(branch.timeline_id).map((child) => child.branch_lsn);
+      const outcome = await collectTimeline(storage, keep, this.#config.pitr_ms, Date.now(), memory, force);
+      if (outcome === undefined) continue;
+      this.#log("timeline_gc", {
+        tenant: this.name,
+        timeline_id: branch.timeline_id,
+        cutoff: formatLsn(outcome.horizon_lsn),
+        bytes_before: outcome.bytes_before,
+        bytes_after: outcome.bytes_after,
+      });
+      done.push({ timeline_id: branch.timeline_id, ...outcome });
+    }
+    return done;
   }
 
   /** Starts an upload of what changed since the last one, unless one runs; a failure is logged and retried later. */
@@ -151,6 +210,7 @@ export class Tenant {
     return {
       local_bytes: await this.timelines.diskBytes(timeline_id),
       layers: pages?.layer_count,
+      gc_cutoff_lsn: pages?.gc_cutoff_lsn,
       disk_consistent_lsn: durable,
       remote_bytes: remote?.remote_bytes,
       remote_layers: remote?.layers,

@@ -16,6 +16,7 @@ import type { RemoteStorage } from "../remote_storage/mod.ts";
 import { readOffloadedWal } from "../replication/safekeeper/wal_offload.ts";
 import { WalLog } from "../replication/wal_log.ts";
 import { BranchCatalog } from "../storage/branch_catalog.ts";
+import { GC_STATE_FILE } from "../storage/gc_state.ts";
 import type { TenantFile } from "../tenant_file.ts";
 import {
   decodeIndex,
@@ -47,8 +48,8 @@ export async function downloadTenant(
   if (tenant_text === undefined) throw new CorruptDataError(`index object ${key}`, "no tarn.json in it");
   const file = JSON.parse(tenant_text).tenant as TenantFile;
   await Deno.mkdir(dir, { recursive: true });
-  if (index.files["branches.json"] !== undefined) {
-    await Deno.writeTextFile(`${dir}/branches.json`, index.files["branches.json"]);
+  for (const name of ["branches.json", "config.json"]) {
+    if (index.files[name] !== undefined) await Deno.writeTextFile(`${dir}/${name}`, index.files[name]);
   }
   const catalog = await BranchCatalog.open(dir, file.timeline_id, new Date(file.created_at));
   const summary: DownloadSummary = { timelines: 0, layers: 0, bytes: 0 };
@@ -112,6 +113,7 @@ async function downloadTimeline(
     await Deno.rename(`${path}.tmp`, path);
     total += body.length;
   }
+  if (index.gc !== undefined) await Deno.writeTextFile(`${layer_dir}/${GC_STATE_FILE}`, index.gc);
   await syncDir(layer_dir);
   return { layers: index.layers.length, bytes: total, disk_consistent_lsn: index.disk_consistent_lsn };
 }

@@ -10,6 +10,7 @@ import { crc32c } from "../crc32c.ts";
 import type { Logger } from "../logger.ts";
 import { formatLsn, type Lsn, parseLsn } from "../lsn.ts";
 import type { RemoteStorage } from "../remote_storage/mod.ts";
+import { GC_STATE_FILE } from "../storage/gc_state.ts";
 import {
   claimGeneration,
   decodeIndex,
@@ -29,7 +30,7 @@ import {
 /** A layer file name: `<generation>_<lsn_start>_<lsn_end>.layer`, 16 hex digits each. */
 const LAYER_NAME = /^[0-9a-f]{16}_[0-9a-f]{16}_([0-9a-f]{16})\.layer$/;
 /** The tenant metadata files that go into the tenant index. */
-const TENANT_FILES = ["tarn.json", "branches.json"];
+const TENANT_FILES = ["tarn.json", "branches.json", "config.json"];
 
 /** What the lake holds of one timeline, as `/status` and `/metrics` show it. */
 export type RemoteTimelineState = { remote_consistent_lsn: Lsn; remote_bytes: number; layers: number };
@@ -125,11 +126,8 @@ export class TenantUploader {
   async #readTenantFiles(): Promise<Record<string, string>> {
     const files: Record<string, string> = {};
     for (const name of TENANT_FILES) {
-      try {
-        files[name] = await Deno.readTextFile(`${this.#dir}/${name}`);
-      } catch (error) {
-        if (!(error instanceof Deno.errors.NotFound)) throw error;
-      }
+      const text = await readOptional(`${this.#dir}/${name}`);
+      if (text !== undefined) files[name] = text;
     }
     return files;
   }
@@ -137,8 +135,9 @@ export class TenantUploader {
   async #syncTimeline(timeline_id: string): Promise<void> {
     const previous = this.#indexes.get(timeline_id) ?? await this.#findIndex(timeline_id);
     const local = await this.#localLayers(timeline_id);
+    const gc = await readOptional(`${this.#dir}/timelines/${timeline_id}/${GC_STATE_FILE}`);
     const uploaded = new Map((previous?.layers ?? []).map((l) => [l.name, l]));
-    if (previous !== undefined && sameNames(local.map((l) => l.name), [...uploaded.keys()])) {
+    if (previous !== undefined && previous.gc === gc && sameNames(local.map((l) => l.name), [...uploaded.keys()])) {
       this.#indexes.set(timeline_id, previous);
       return;
     }
@@ -169,6 +168,7 @@ export class TenantUploader {
       timeline_id,
       disk_consistent_lsn: formatLsn(disk_consistent_lsn),
       layers,
+      gc,
     };
     if (await this.#checkSuperseded()) return;
     await this.#store.put(timelineIndexKey(this.#tenant, timeline_id, this.#generation), encodeIndex(index));
@@ -231,6 +231,15 @@ export class TenantUploader {
       await this.#store.delete(key);
       this.#indexes.delete(timeline_id);
     }
+  }
+}
+
+async function readOptional(path: string): Promise<string | undefined> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return undefined;
+    throw error;
   }
 }
 

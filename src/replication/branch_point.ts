@@ -49,9 +49,13 @@ export function walHead(source: WalSource, end_lsn: Lsn): Lsn {
   return decoder.lsn;
 }
 
-/** The end of the last commit at or before `time` in [start of `source`, `end_lsn`); undefined if none. */
-export function lsnAtTime(source: WalSource, time: Date, end_lsn: Lsn): Lsn | undefined {
-  const start = source.start_lsn - source.start_lsn % WAL_PAGE_BYTES;
+/**
+ * The end of the last commit at or before `time` in [`from_lsn` (default the start of `source`), `end_lsn`);
+ * undefined if none.
+ */
+export function lsnAtTime(source: WalSource, time: Date, end_lsn: Lsn, from_lsn = source.start_lsn): Lsn | undefined {
+  const from = from_lsn > source.start_lsn ? from_lsn : source.start_lsn;
+  const start = from - from % WAL_PAGE_BYTES;
   const decoder = new WalDecoder(source, firstRecordInPage(source, start));
   let found: Lsn | undefined;
   for (let i = 0; i < MAX_RECORDS; i++) {

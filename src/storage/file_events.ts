@@ -47,6 +47,11 @@ export class FileEvents {
     return undefined;
   }
 
+  /** Every path this timeline has events for. */
+  paths(): Iterable<string> {
+    return this.#events.keys();
+  }
+
   /** Every name `path` ever held on this timeline (some may not exist at a given LSN). */
   children(path: string): Iterable<string> {
     return this.#children.get(path) ?? [];

@@ -53,6 +53,8 @@ type Cursor = {
   head: LayerEntryKey | undefined;
   block: number;
   decoded: LayerEntry[];
+  /** Whether an entry at this LSN goes into the merged layer (GC drops what no read needs any more). */
+  keep: (lsn: Lsn) => boolean;
 };
 
 function rank(seqs: Float64Array, seq: number): number {
@@ -67,7 +69,8 @@ function rank(seqs: Float64Array, seq: number): number {
 }
 
 function advance(c: Cursor): void {
-  const e = c.reader.entries[c.pos++];
+  let e = c.reader.entries[c.pos++];
+  while (e !== undefined && !c.keep(e.lsn)) e = c.reader.entries[c.pos++];
   c.head = e === undefined ? undefined : { ...e, seq: c.base + rank(c.seqs, e.seq) };
 }
 
@@ -81,8 +84,8 @@ function before(a: LayerEntryKey, b: LayerEntryKey): boolean {
 
 /**
  * Writes `sources` (oldest generation first) as one layer in `layer_dir` with `generation` (above all of theirs):
- * every version and event, their seqs renumbered in (generation, seq) order so that reads, ties at equal LSN
- * included, come out the same. Streams: holds one decoded block per source and one output block. Resolves, once
+ * every version and event that `keep` accepts (default all), their seqs renumbered in (generation, seq) order so
+ * that reads, ties at equal LSN included, come out the same. Streams: holds one decoded block per source and one output block. Resolves, once
  * the new file is durable, to it opened; the sources are left alone (see {@linkcode deleteLayers}).
  */
 export async function mergeLayers(
@@ -90,6 +93,7 @@ export async function mergeLayers(
   layer_dir: string,
   generation: number,
   handles: LayerHandleCache,
+  keep: (lsn: Lsn, source: LayerReader) => boolean = () => true,
 ): Promise<LayerReader> {
   let base = 0;
   const cursors: Cursor[] = [];
@@ -99,8 +103,9 @@ export async function mergeLayers(
     reader.entries.forEach((e, i) => seqs[i] = e.seq);
     reader.events.forEach((e, i) => seqs[reader.entries.length + i] = e.seq);
     seqs.sort();
-    const c: Cursor = { reader, seqs, base, pos: 0, head: undefined, block: -1, decoded: [] };
-    for (const e of reader.events) events.push({ ...e, seq: base + rank(seqs, e.seq) });
+    const c: Cursor = { reader, seqs, base, pos: 0, head: undefined, block: -1, decoded: [], keep: () => true };
+    for (const e of reader.events) if (keep(e.lsn, reader)) events.push({ ...e, seq: base + rank(seqs, e.seq) });
+    c.keep = (lsn) => keep(lsn, reader);
     advance(c);
     cursors.push(c);
     base += seqs.length;

@@ -29,6 +29,10 @@ import {
 } from "./layer_file.ts";
 import { deleteLayers, layerFileName, mergeLayers, openLayerDir, pickMergeRun } from "./layer_compaction.ts";
 import { initZstd } from "./zstd.ts";
+import { type GcState, readGcState, writeGcState } from "./gc_state.ts";
+import { type ImageSource, writeImageLayer } from "./image_layer.ts";
+import { LsnOutOfRangeError } from "../errors.ts";
+import { formatLsn } from "../lsn.ts";
 
 /** A delta chain longer than this since the last image makes the next delta be stored as a whole image. */
 export const MAX_DELTA_CHAIN = 16;
@@ -73,6 +77,18 @@ function assertBlkno(blkno: number): void {
   assert(Number.isInteger(blkno) && blkno >= 0 && blkno <= 0xffff_ffff, `page store: bad block number ${blkno}`);
 }
 
+/** The first index in `[start, end)` of a key's versions in `layer` whose lsn is above `lsn`. */
+function upperBoundLsn(layer: LayerReader, start: number, end: number, lsn: Lsn): number {
+  let lo = start;
+  let hi = end;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (layer.entries[mid].lsn <= lsn) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 /** Approximate memory held by one in-memory page version. */
 function pageCost(path: string, value: PageValue): number {
   const payload = value.kind === "image"
@@ -107,6 +123,7 @@ export class PageStore implements ComputePages {
   private flushing: Promise<void> = Promise.resolve();
   private background: Promise<void> | undefined;
   private background_error: unknown;
+  private gc_state: GcState = { cutoff_lsn: 0n, image_lsns: [] };
 
   private constructor(
     readonly timeline_id: string,
@@ -134,6 +151,7 @@ export class PageStore implements ComputePages {
       store.warnings.push(...found.warnings);
       store.next_gen = found.next_generation;
       for (const reader of found.readers) store.addLayer(reader);
+      store.gc_state = await readGcState(layer_dir);
     }
     return store;
   }
@@ -173,10 +191,31 @@ export class PageStore implements ComputePages {
     return this.mem_bytes;
   }
 
+  /** Reads below this LSN are refused (GC removed what they need), except at {@linkcode kept_lsns}. */
+  get gc_cutoff_lsn(): Lsn {
+    return this.gc_state.cutoff_lsn;
+  }
+
+  /** The points below the GC cutoff whose state is kept whole (child branch points, leases). */
+  get kept_lsns(): readonly Lsn[] {
+    return this.gc_state.image_lsns;
+  }
+
+  /** Throws {@linkcode LsnOutOfRangeError} for a read GC has made impossible. */
+  checkReadable(lsn: Lsn): void {
+    const { cutoff_lsn, image_lsns } = this.gc_state;
+    if (lsn >= cutoff_lsn || image_lsns.includes(lsn)) return;
+    throw new LsnOutOfRangeError(
+      `LSN ${formatLsn(lsn)} is before the history timeline ${this.timeline_id} keeps: the oldest point kept is ` +
+        `${formatLsn(cutoff_lsn)} (its GC cutoff); read or branch at that point or later`,
+    );
+  }
+
   /** {@inheritDoc PageSource.getPage} A fresh copy: the caller may change it. */
   getPage(path: string, blkno: number, lsn: Lsn): Uint8Array | undefined {
     assertLsn(lsn);
     assertBlkno(blkno);
+    this.checkReadable(lsn);
     if (this.stat(path, lsn)?.kind !== "file") return undefined;
     return this.materialise(path, blkno, lsn);
   }
@@ -193,7 +232,12 @@ export class PageStore implements ComputePages {
     for (const layer of this.layers) {
       const [start, end] = layer.keyRange(path, blkno);
       const gen = layer.header.generation;
-      for (let i = start; i < end && layer.entries[i].lsn <= lsn; i++) {
+      // Only the layer's versions from its newest image <= lsn on: nothing older is read, however long the history.
+      const stop = upperBoundLsn(layer, start, end, lsn);
+      let first = stop;
+      while (first > start && !layer.entries[first - 1].image) first--;
+      if (first > start) first--; // the image itself
+      for (let i = first; i < stop; i++) {
         const e = layer.entries[i];
         add({ lsn: e.lsn, gen, seq: e.seq, image: e.image, layer, entry: i });
       }
@@ -249,6 +293,7 @@ export class PageStore implements ComputePages {
   /** {@inheritDoc PageSource.stat} A path this timeline never touched is as its ancestor had it. */
   stat(path: string, lsn: Lsn): PathMeta | undefined {
     assertLsn(lsn);
+    this.checkReadable(lsn);
     if (path === "") return { kind: "dir" };
     const e = this.events.latest(path, lsn);
     if (e === undefined) return this.ancestor?.source.stat(path, this.ancestorLsn(lsn));
@@ -358,6 +403,68 @@ export class PageStore implements ComputePages {
    */
   compact(): Promise<void> {
     return this.enqueue(() => this.compactNow());
+  }
+
+  /**
+   * Collects garbage below `horizon_lsn` (at most the durable LSN): writes an image of the timeline at the horizon,
+   * and at each of `keep_lsns` below it that has none yet, then rewrites every layer as one, leaving out each
+   * version and event at or below the horizon except those images (and the ones kept from earlier runs at
+   * `keep_lsns`). Reads below the horizon are refused from then on, except at `keep_lsns` (child branch points,
+   * leases). `gc.json` is written first: a crash part-way refuses reads that could still have been served, never
+   * serves one wrongly. Runs in turn with flushes; resolves with the bytes of the layers before and after.
+   */
+  gc(horizon_lsn: Lsn, keep_lsns: Lsn[]): Promise<{ bytes_before: number; bytes_after: number }> {
+    return new Promise((resolve, reject) => {
+      this.enqueue(async () => {
+        const bytes_before = this.disk_bytes;
+        await this.gcNow(horizon_lsn, keep_lsns);
+        resolve({ bytes_before, bytes_after: this.disk_bytes });
+      }).catch(reject);
+    });
+  }
+
+  private async gcNow(horizon_lsn: Lsn, keep_lsns: Lsn[]): Promise<void> {
+    const layer_dir = this.layer_dir;
+    if (layer_dir === undefined || horizon_lsn <= this.gc_state.cutoff_lsn || this.layers.length === 0) return;
+    assert(horizon_lsn <= this.disk_lsn, `page store: GC horizon ${horizon_lsn} above the durable ${this.disk_lsn}`);
+    const old = this.gc_state;
+    // A kept point needs an image; one below the old cutoff that has none can no longer get one.
+    const kept = [...new Set(keep_lsns)].filter((lsn) =>
+      lsn < horizon_lsn && (lsn >= old.cutoff_lsn || old.image_lsns.includes(lsn))
+    ).sort((a, b) => a < b ? -1 : a > b ? 1 : 0);
+    const fresh = kept.filter((lsn) => !old.image_lsns.includes(lsn));
+    this.gc_state = { cutoff_lsn: horizon_lsn, image_lsns: kept };
+    await writeGcState(layer_dir, this.gc_state);
+    const images: LayerReader[] = [];
+    for (const lsn of [...fresh, horizon_lsn]) {
+      images.push(await writeImageLayer(this.imageSource(), lsn, layer_dir, this.next_gen++, this.handles));
+    }
+    const sources = [...this.layers, ...images];
+    const keep = (lsn: Lsn, source: LayerReader) => lsn > horizon_lsn || images.includes(source) || kept.includes(lsn);
+    const merged = await mergeLayers(sources, layer_dir, this.next_gen++, this.handles, keep);
+    // Swapped in one synchronous step, as a merge is.
+    this.layers.splice(0, this.layers.length, merged);
+    const gens = new Set(sources.map((l) => l.header.generation));
+    this.events.replaceGenerations(gens, merged.events, merged.header.generation);
+    this.cache.clear();
+    await deleteLayers(sources);
+  }
+
+  /** This store as {@linkcode writeImageLayer} reads it. */
+  private imageSource(): ImageSource {
+    return {
+      timeline_id: this.timeline_id,
+      ownPaths: () => this.events.paths(),
+      latestOwnEvent: (path, lsn) => this.events.latest(path, lsn),
+      ownKeysUpTo: (lsn) => this.ownKeysUpTo(lsn),
+      stat: (path, lsn) => this.stat(path, lsn),
+      materialise: (path, blkno, lsn) => this.materialise(path, blkno, lsn),
+    };
+  }
+
+  private *ownKeysUpTo(lsn: Lsn): Iterable<{ path: string; blkno: number }> {
+    for (const layer of this.layers) for (const e of layer.entries) if (e.lsn <= lsn) yield e;
+    for (const { path, blkno, version } of this.mem_pages) if (version.lsn <= lsn) yield { path, blkno };
   }
 
   private enqueue(step: () => Promise<void>): Promise<void> {

@@ -195,10 +195,20 @@ async function directoryBytes(path: string): Promise<number> {
   try {
     for await (const entry of Deno.readDir(path)) {
       const child = `${path}/${entry.name}`;
-      total += entry.isDirectory ? await directoryBytes(child) : (await Deno.stat(child)).size;
+      total += entry.isDirectory ? await directoryBytes(child) : await fileBytes(child);
     }
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
   }
   return total;
+}
+
+/** A file's size; 0 when a merge or GC deleted it since the directory was listed. */
+async function fileBytes(path: string): Promise<number> {
+  try {
+    return (await Deno.stat(path)).size;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return 0;
+    throw error;
+  }
 }

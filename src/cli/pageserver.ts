@@ -5,7 +5,7 @@
  * @module
  */
 import { PageserverServer } from "../pageserver/server.ts";
-import { flagValue, parseFlags, parseListen, untilSignal, UsageError } from "./flags.ts";
+import { flagValue, parseDuration, parseFlags, parseListen, untilSignal, UsageError } from "./flags.ts";
 import { makeLogger } from "./log.ts";
 import { openRemoteStorage } from "../remote_storage/mod.ts";
 
@@ -17,6 +17,8 @@ export const PAGESERVER_HELP = `tarn pageserver: serve pages, branches and histo
   --remote URL        the lake: file:///path or s3://bucket/prefix (S3 reads AWS_ACCESS_KEY_ID,
                       AWS_SECRET_ACCESS_KEY, AWS_REGION and AWS_ENDPOINT_URL_S3). Layers and indexes are uploaded
                       as they are written; tenants it holds that --data does not are downloaded at start
+  --gc-interval D     how often timelines are looked at for GC (default 10s): history older than a tenant's
+                      window (PUT /v1/tenants/T/config {"pitr": "7d"}, the default) goes once it doubled the layers
   --log-format F      text (default) or json: one JSON object a line
 
 The same port answers HTTP: GET /status, GET /metrics (Prometheus), and the management API under /v1/tenants
@@ -31,6 +33,7 @@ export async function pageserver(args: string[]): Promise<void> {
     "--listen": (v) => parseListen(v) !== undefined,
     "--log-format": (v) => v === "text" || v === "json",
     "--remote": (v) => /^(file|s3):\/\/./.test(v),
+    "--gc-interval": (v) => (parseDuration(v) ?? 0) > 0,
   });
   for (const name of ["--data", "--listen"]) {
     if (flags[name] === undefined) throw new UsageError(`tarn pageserver: ${name} is required; see --help`);
@@ -40,7 +43,8 @@ export async function pageserver(args: string[]): Promise<void> {
   const dir = flagValue(flags, "--data", "");
   const remote_url = flags["--remote"];
   const remote = typeof remote_url === "string" ? openRemoteStorage(remote_url, { log }) : undefined;
-  const server = await PageserverServer.start({ dir, hostname, port, log, remote }).catch((error) => {
+  const gc_interval_ms = parseDuration(flagValue(flags, "--gc-interval", "10s"));
+  const server = await PageserverServer.start({ dir, hostname, port, log, remote, gc_interval_ms }).catch((error) => {
     if (!(error instanceof Deno.errors.AddrInUse || error instanceof Deno.errors.AddrNotAvailable)) throw error;
     throw new UsageError(`tarn pageserver: --listen ${flags["--listen"]}: ${error.message}; pick another address`);
   });

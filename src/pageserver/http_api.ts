@@ -144,7 +144,11 @@ async function route(r: HttpRequest, ctx: HttpContext): Promise<HttpAnswer> {
       const runs = await (await ctx.registry.get(tenantName)).collectGarbage(true);
       return {
         status: 200,
-        body: runs.map((run) => ({ ...run, horizon_lsn: formatLsn(run.horizon_lsn) })),
+        body: runs.map((run) => ({
+          ...run,
+          horizon_lsn: formatLsn(run.horizon_lsn),
+          wal_needed_lsn: formatLsn(run.wal_needed_lsn),
+        })),
       };
     }
     case "POST /v1/tenants/*/admin":

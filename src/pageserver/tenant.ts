@@ -178,9 +178,18 @@ export class Tenant {
       if (memory === undefined) {
         this.#gc_memory.set(branch.timeline_id, memory = { scan_from_lsn: 0n, horizon_lsn: 0n, bytes_after: 0 });
       }
-      const keep = this.#catalog.children(branch.timeline_id).map((child) => child.branch_lsn);
-      const outcome = await collectTimeline(storage, keep, this.#config.pitr_ms, Date.now(), memory, force);
+      const children = [];
+      for (const child of this.#catalog.children(branch.timeline_id)) {
+        children.push({ branch_lsn: child.branch_lsn, storage: await this.timelines.open(child.timeline_id) });
+      }
+      const outcome = await collectTimeline(storage, children, this.#config.pitr_ms, Date.now(), memory, force);
       if (outcome === undefined) continue;
+      await this.#uploader?.deleteWalBelow(
+        this.file.timeline_id,
+        branch.timeline_id,
+        outcome.wal_needed_lsn,
+        this.file.segment_size,
+      ).catch((error) => this.#log("upload_failed", { tenant: this.name, error: String(error), at: "wal_delete" }));
       this.#log("timeline_gc", {
         tenant: this.name,
         timeline_id: branch.timeline_id,

@@ -5,26 +5,29 @@
  *
  * @module
  */
-import type { Lsn } from "../lsn.ts";
+import { type Lsn, LSN_MAX } from "../lsn.ts";
+import { parseControlFile } from "../compute/pg_control.ts";
 import { lsnAtTime } from "../replication/branch_point.ts";
 import type { TimelineStorage } from "../timelines.ts";
 
 /** Below this many bytes of layers a timeline is not worth collecting (unless asked to). */
 const MIN_GC_BYTES = 1024 * 1024;
+/** A window that moved past less WAL than this frees too little to be worth a GC (unless the layers doubled). */
+const MIN_GC_WAL_BYTES = 8 * 1024 * 1024;
 
 /** What one timeline's GC did. */
-export type GcOutcome = { horizon_lsn: Lsn; bytes_before: number; bytes_after: number };
+export type GcOutcome = { horizon_lsn: Lsn; bytes_before: number; bytes_after: number; wal_needed_lsn: Lsn };
 
 /** Per-timeline memory between runs: where the WAL scan for the horizon goes on, and the size after the last run. */
 export type GcMemory = { scan_from_lsn: Lsn; horizon_lsn: Lsn; bytes_after: number };
 
 /**
- * Collects the timeline's garbage when its layers have at least doubled since the last run (or `force`). Undefined
- * when nothing was done: no commit is old enough yet, or it is not worth it.
+ * Collects the timeline's garbage when it is worth it (or `force`), then lets its WAL go below what is still needed.
+ * Undefined when nothing was done: no commit is old enough yet, or it is not worth it.
  */
 export async function collectTimeline(
   storage: TimelineStorage,
-  keep_lsns: Lsn[],
+  children: Child[],
   pitr_ms: number,
   now_ms: number,
   memory: GcMemory,
@@ -37,14 +40,58 @@ export async function collectTimeline(
   const found = lsnAtTime(wal, new Date(now_ms - pitr_ms), end_lsn, from);
   if (found !== undefined && found > memory.horizon_lsn) {
     memory.horizon_lsn = found;
-    // The next scan starts from the page of the last commit found: the window only moves forward.
+    // The next scan starts from the last commit found: the window only moves forward.
     memory.scan_from_lsn = found;
   }
   const horizon_lsn = memory.horizon_lsn < end_lsn ? memory.horizon_lsn : end_lsn;
   if (horizon_lsn <= pages.gc_cutoff_lsn) return undefined;
+  // Worth a rewrite of the layers once they doubled, or once the window moved past as much WAL as they hold (which
+  // it frees): either way a GC costs at most about what was written since the last one.
   const bytes = pages.disk_bytes;
-  if (!force && (bytes < MIN_GC_BYTES || bytes < 2 * memory.bytes_after)) return undefined;
-  const { bytes_before, bytes_after } = await pages.gc(horizon_lsn, keep_lsns);
+  const moved = Number(horizon_lsn - pages.gc_cutoff_lsn);
+  const worth = bytes >= MIN_GC_BYTES && bytes >= 2 * memory.bytes_after ||
+    moved >= MIN_GC_WAL_BYTES && moved >= memory.bytes_after;
+  if (!force && !worth) return undefined;
+  const { bytes_before, bytes_after } = await pages.gc(horizon_lsn, children.map((c) => c.branch_lsn));
   memory.bytes_after = bytes_after;
-  return { horizon_lsn, bytes_before, bytes_after };
+  const wal_needed_lsn = await walNeededFrom(storage, children);
+  wal.own.retainFrom(wal_needed_lsn);
+  return { horizon_lsn, bytes_before, bytes_after, wal_needed_lsn };
+}
+
+/** A child branch of a timeline: where it branched, and its storage. */
+export type Child = { branch_lsn: Lsn; storage: TimelineStorage };
+
+/** The redo point of the checkpoint `pages` sees at `lsn`; undefined when there is no control file. */
+function redoAt(pages: TimelineStorage["pages"], lsn: Lsn): Lsn | undefined {
+  const page = pages.getPage("global/pg_control", 0, lsn);
+  return page === undefined ? undefined : parseControlFile(page).redo_lsn;
+}
+
+/**
+ * The oldest WAL the timeline still needs: none below the GC cutoff is read again, except from the redo point of
+ * its newest checkpoint (a compute starting replays from there) and what its children replay of it. A child that
+ * never wrote gets its share copied into its own log (from the start of the segment of the redo point its branch
+ * point sees: recovery reads that segment's first page), so that this timeline need not keep it.
+ */
+export async function walNeededFrom(storage: TimelineStorage, children: Child[]): Promise<Lsn> {
+  const { pages, wal } = storage;
+  let needed = pages.gc_cutoff_lsn;
+  const head_redo = redoAt(pages, LSN_MAX);
+  if (head_redo === undefined) return 0n;
+  if (head_redo < needed) needed = head_redo;
+  for (const child of children) {
+    // The child's newest checkpoint: its own, or ours at its branch point while it never made one.
+    const redo = redoAt(child.storage.pages, LSN_MAX) ?? 0n;
+    if (redo >= child.branch_lsn) continue; // it checkpointed on its own: it replays none of ours
+    const own = child.storage.wal.own;
+    if (own.end_lsn !== 0n && own.start_lsn <= redo) continue; // it holds a copy already
+    if (own.end_lsn === 0n) {
+      const segment_start = redo - redo % BigInt(wal.segment_size);
+      await child.storage.wal.adoptAncestorWal(segment_start > wal.start_lsn ? segment_start : wal.start_lsn);
+      continue;
+    }
+    if (redo < needed) needed = redo;
+  }
+  return needed;
 }

@@ -109,6 +109,22 @@ export class TenantUploader {
     for (const timeline_id of timeline_ids) await this.#syncTimeline(timeline_id);
   }
 
+  /**
+   * Deletes the safekeepers' offloaded WAL segments of a timeline that end at or below `lsn` (nothing reads them
+   * any more: the timeline's GC moved past them). `tenant_id` names the tenant's WAL in the lake (its root timeline).
+   */
+  deleteWalBelow(tenant_id: string, timeline_id: string, lsn: Lsn, segment_size: number): Promise<void> {
+    const run = this.#chain.then(async () => {
+      if (this.#generation === 0 || await this.#checkSuperseded()) return;
+      for (const key of await this.#store.list(`wal/${tenant_id}/${timeline_id}/`)) {
+        const m = /\/([0-9a-f]{16})(\.partial)?$/.exec(key);
+        if (m !== null && (BigInt(`0x${m[1]}`) + 1n) * BigInt(segment_size) <= lsn) await this.#store.delete(key);
+      }
+    });
+    this.#chain = run.catch(() => {});
+    return run;
+  }
+
   async #checkSuperseded(): Promise<boolean> {
     if (this.#superseded) return true;
     const highest = await highestGeneration(this.#store, this.#tenant);

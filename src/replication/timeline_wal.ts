@@ -30,6 +30,11 @@ export class TimelineWal implements WalSink, WalSource {
     this.#branch_lsn = branch_lsn;
   }
 
+  /** The WAL segment size in bytes. */
+  get segment_size(): number {
+    return this.#segment_size;
+  }
+
   /** The timeline's own log. */
   get own(): OwnWal {
     return this.#own;
@@ -37,7 +42,24 @@ export class TimelineWal implements WalSink, WalSource {
 
   /** The first LSN readable through this timeline. */
   get start_lsn(): Lsn {
+    if (this.#ownHolds(this.#own.start_lsn)) return this.#own.start_lsn;
     return this.#ancestor?.start_lsn ?? this.#own.start_lsn;
+  }
+
+  /**
+   * Copies the ancestor's WAL from `lsn_start` to the branch point into the timeline's own (still empty) log, so that
+   * the ancestor may drop it: the first compute of a branch replays it from the checkpoint before the branch point.
+   */
+  async adoptAncestorWal(lsn_start: Lsn): Promise<void> {
+    assert(this.#ancestor !== undefined && this.#ownIsEmpty(), "only an empty branch adopts its ancestor's WAL");
+    assert(lsn_start <= this.#branch_lsn, "adopted WAL ends at the branch point");
+    this.#own.append(lsn_start, this.#ancestor.read(lsn_start, this.#branch_lsn));
+    await this.#own.flush();
+  }
+
+  /** Whether the own log holds WAL from `lsn` on below the branch point (an adopted prefix). */
+  #ownHolds(lsn: Lsn): boolean {
+    return !this.#ownIsEmpty() && this.#own.start_lsn < this.#branch_lsn && this.#own.start_lsn <= lsn;
   }
 
   /** The end of the WAL: the branch point until the timeline writes its own. */
@@ -69,7 +91,8 @@ export class TimelineWal implements WalSink, WalSource {
   read(lsn_start: Lsn, lsn_end: Lsn): Uint8Array {
     const out = new Uint8Array(Number(lsn_end - lsn_start));
     const split = lsn_end < this.#branch_lsn ? lsn_end : this.#branch_lsn;
-    if (this.#ancestor !== undefined && lsn_start < split) out.set(this.#ancestor.read(lsn_start, split), 0);
+    if (lsn_start < split && this.#ownHolds(lsn_start)) out.set(this.#own.read(lsn_start, split), 0);
+    else if (this.#ancestor !== undefined && lsn_start < split) out.set(this.#ancestor.read(lsn_start, split), 0);
     const own_start = lsn_start > this.#branch_lsn ? lsn_start : this.#branch_lsn;
     if (own_start < lsn_end && !this.#ownIsEmpty()) {
       const from = own_start > this.#own.start_lsn ? own_start : this.#own.start_lsn;

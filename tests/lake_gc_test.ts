@@ -7,7 +7,6 @@ import postgres from "postgres";
 import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "./fixtures/tarn_process.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const connect = (compute: TarnProcess) =>
   postgres(`postgresql://postgres@127.0.0.1:${compute.port}/postgres`, { max: 1, onnotice: () => {} });
 

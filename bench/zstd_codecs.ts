@@ -1,6 +1,6 @@
 /**
- * zstd for layer blocks: the `zstd-codec` package (Emscripten WASM, wrapped by `src/storage/zstd.ts`) against
- * Deno's built-in `node:zlib` (`zstdCompressSync` / `zstdDecompressSync`, native), at the level our wrapper uses.
+ * zstd for layer blocks: the `zstd-codec` package (Emscripten WASM, what layer files used first) against
+ * Deno's built-in `node:zlib` as `src/storage/zstd.ts` uses it now (native), at the same level.
  *
  * Builds a real database (200k rows of mixed ints, md5 text, padding, timestamps and floats), closes it, and
  * rebuilds the raw bytes of every block of its layer files exactly as `LayerWriter` handed them to the compressor
@@ -19,7 +19,8 @@ import { join } from "node:path";
 import { Tarn } from "../mod.ts";
 import { ByteWriter, writeEntry } from "../src/storage/layer_codec.ts";
 import { LAYER_BLOCK_RAW_LIMIT_BYTES, LayerReader } from "../src/storage/layer_file.ts";
-import { initZstd, zstdCompress, zstdDecompress } from "../src/storage/zstd.ts";
+import { ZstdCodec } from "zstd-codec";
+import { zstdCompress, zstdDecompress } from "../src/storage/zstd.ts";
 
 /** The level `src/storage/zstd.ts` compresses at (its `LEVEL`, not exported). */
 const LEVEL = 3;
@@ -33,25 +34,23 @@ type Codec = {
   decompress(frame: Uint8Array, raw_len: number): Uint8Array;
 };
 
-const ZSTD_CODEC: Codec = { name: "zstd-codec", compress: zstdCompress, decompress: zstdDecompress };
-
-/**
- * zstdCompressSync streams, so its frame header records the content size only when told it up front
- * (`pledgedSrcSize`, a Node option missing from Deno's `ZstdOptions` type); zstd-codec's `Simple.decompress`
- * sizes its output from that header and fails without it. Each call builds a fresh native context.
- */
-const NODE_ZLIB: Codec = {
-  name: "node:zlib",
-  compress: (raw) => {
-    const options: zlib.ZstdOptions & { pledgedSrcSize: number } = {
-      params: { [zlib.constants.ZSTD_c_compressionLevel]: LEVEL },
-      pledgedSrcSize: raw.length,
-    };
-    return zlib.zstdCompressSync(raw, options);
-  },
-  // An output chunk of the known raw size saves growing and joining 16 KiB chunks (faster in trials on 64 KiB blocks).
-  decompress: (frame, raw_len) => zlib.zstdDecompressSync(frame, { chunkSize: Math.max(raw_len, 64) }),
+type Simple = {
+  compress(bytes: Uint8Array, level: number): Uint8Array | null;
+  decompress(bytes: Uint8Array): Uint8Array | null;
 };
+const simple = await new Promise<Simple>((resolve) =>
+  ZstdCodec.run((zstd: { Simple: new () => Simple }) => resolve(new zstd.Simple()))
+);
+
+/** The `zstd-codec` package (Emscripten), which layer files used before `src/storage/zstd.ts` moved to node:zlib. */
+const ZSTD_CODEC: Codec = {
+  name: "zstd-codec",
+  compress: (raw) => simple.compress(raw, LEVEL)!,
+  decompress: (frame) => simple.decompress(frame)!,
+};
+
+/** What layer files use now: `src/storage/zstd.ts` over node:zlib (frames carry their content size). */
+const NODE_ZLIB: Codec = { name: "node:zlib", compress: zstdCompress, decompress: zstdDecompress };
 
 /** node:zlib called without the size: the frame header has no content size. */
 const NODE_ZLIB_UNSIZED: Codec = {
@@ -209,7 +208,6 @@ if (typeof zlib.zstdCompressSync !== "function") {
   console.error("node:zlib has no zstdCompressSync in this Deno; nothing to compare");
   Deno.exit(1);
 }
-await initZstd();
 const dir = await Deno.makeTempDir({ prefix: "tarn-bench-zstd-" });
 try {
   const build_started = performance.now();

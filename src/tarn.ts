@@ -8,7 +8,6 @@ import type { TarnClient } from "./client.ts";
 import { clusterTemplate, importTemplate } from "./compute/cluster_template.ts";
 import { Compute, type ComputeOptions, type TimelineStorage } from "./compute/compute.ts";
 import { loadArtifacts } from "./compute/engine.ts";
-import { initZstd } from "./storage/zstd.ts";
 import { type Fork, ForkPool } from "./fork_pool.ts";
 import { DirLock } from "./dir_lock.ts";
 import { type BranchInfo, BranchManager, type BranchStart, MAIN } from "./branch_manager.ts";
@@ -110,7 +109,6 @@ export class Tarn {
     // Compiling PGlite's WASM and loading zstd take tens of ms: overlap them with opening the storage. Their
     // errors, if any, surface where they are awaited.
     loadArtifacts().catch(() => {});
-    initZstd().catch(() => {});
     let lock: DirLock | undefined;
     if (dir !== undefined) {
       await Deno.mkdir(dir, { recursive: true });

@@ -1,7 +1,7 @@
 import assert from "node:assert";
 import { BLOCK_SIZE, type FileEvent, type PageValue } from "../src/storage/page_api.ts";
 import { applyDelta, computeDelta } from "../src/storage/page_delta.ts";
-import { initZstd, ZSTD_MAX_INPUT_BYTES, zstdCompress, zstdDecompress } from "../src/storage/zstd.ts";
+import { ZSTD_MAX_INPUT_BYTES, zstdCompress, zstdDecompress, ZstdError } from "../src/storage/zstd.ts";
 import { crc32c } from "../src/crc32c.ts";
 import {
   compareEntryKeys,
@@ -82,8 +82,25 @@ Deno.test("computeDelta coalesces close runs, keeps far ones apart, owns its byt
   assert.throws(() => computeDelta(old, new Uint8Array(10)));
 });
 
-Deno.test("zstd round-trips and refuses inputs above 1 MiB", async () => {
-  await initZstd();
+/** A frame the zstd-codec package wrote (the codec of layer files before node:zlib): 4096 bytes of page-like data. */
+const ZSTD_CODEC_FRAME =
+  "KLUv/WAAD8ULAFQQAAAYHyYtNDtCSVBXXmVsc3qBiI+WnaSrsrnAx87V3OPq8fj/Bg0UGyIpMDc+RUxTWmFob3Z9hIuSmaAAv8bN1Nvi6fD3/gUMExoh" +
+  "KC82PURLUllgZ251fIOKkZifpq20u8LJ0Nfe5ezz+gEIDxYdJCsyOUBHAGZtdHuCiZCXnqWss7rByM/W3eTr8vkABw4VHCMqMTg/Rk1UW2JpcHd+hYyT" +
+  "mqGor7a9xMvS2eDn7gCnrrW8w8rR2N/m7fT7AgkQFx4lLDM6QUhPVl1ka3J5gIeOlU5VXGNqcXh/ho2Um6KpsLe+xczT2uHo7/b9BAsSGSAnLjU89fwD" +
+  "ChGco6qxuENKUVhfgJ6o0Qdl/0MM4BUNAxKoEKQL/jGCAYKGwBYqMKIPMyyaQVILkrIdg/QpJ9MWoURTLl/VAilpjiG51YnppVDSJKdXakGitO6AlB34" +
+  "G4BGTPGA3CbMAuAHcDNwipwfkKdsDxjnsZANAAbFVoqtFLvqZ38=";
+
+Deno.test("zstd reads the frames of layer files the older codec wrote; a damaged frame is a ZstdError", () => {
+  const frame = Uint8Array.from(atob(ZSTD_CODEC_FRAME), (c) => c.charCodeAt(0));
+  const expected = new Uint8Array(4096).map((_, i) => (i % 97 < 40 ? 0 : (i * 7) & 0xff));
+  assert.deepStrictEqual(zstdDecompress(frame, 4096), expected);
+  assert.throws(() => zstdDecompress(frame, 4000), ZstdError);
+  const damaged = frame.slice();
+  damaged[200] ^= 0xff;
+  assert.throws(() => zstdDecompress(damaged.subarray(0, 100), 4096), ZstdError);
+});
+
+Deno.test("zstd round-trips and refuses inputs above 1 MiB", () => {
   const next = rng(3);
   for (const data of [new Uint8Array(0), new Uint8Array(5000), randomPage(next), randomPage(next, 0.05)]) {
     assert.deepStrictEqual(zstdDecompress(zstdCompress(data), data.length), data);

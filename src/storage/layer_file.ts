@@ -34,7 +34,7 @@ import {
   writeEntry,
   writeEvent,
 } from "./layer_codec.ts";
-import { initZstd, zstdCompress, zstdDecompress } from "./zstd.ts";
+import { zstdCompress, zstdDecompress } from "./zstd.ts";
 import { syncDir } from "../checked_json.ts";
 
 export { compareEntryKeys, CorruptLayerError, type LayerEntry, type LayerEntryKey, type LayerEvent, type LayerHeader };
@@ -83,7 +83,6 @@ export class LayerWriter {
       Number.isSafeInteger(header.covers_from) && header.covers_from >= 0 && header.covers_from <= header.generation,
       "layer: need 0 <= covers_from <= generation",
     );
-    await initZstd();
     const file = await Deno.open(file_path + ".tmp", { write: true, create: true, truncate: true });
     try {
       await writeAll(file, encodeHeader(header, LAYER_FORMAT_VERSION));

@@ -28,7 +28,6 @@ import {
   writeLayerFile,
 } from "./layer_file.ts";
 import { deleteLayers, layerFileName, mergeLayers, openLayerDir, pickMergeRun } from "./layer_compaction.ts";
-import { initZstd } from "./zstd.ts";
 import { type GcState, readGcState, writeGcState } from "./gc_state.ts";
 import { type ImageSource, writeImageLayer } from "./image_layer.ts";
 import { LsnOutOfRangeError } from "../errors.ts";
@@ -142,7 +141,6 @@ export class PageStore implements ComputePages {
    */
   static async open(opts: PageStoreOptions): Promise<PageStore> {
     assert(/^[0-9a-f]{32}$/.test(opts.timeline_id), `page store: timeline id must be 32 hex digits`);
-    await initZstd();
     const layer_dir = opts.dir === undefined ? undefined : `${opts.dir}/timelines/${opts.timeline_id}`;
     const cache_bytes = opts.memory_limit_bytes ?? DEFAULT_CACHE_BYTES;
     const store = new PageStore(opts.timeline_id, layer_dir, cache_bytes, opts.ancestor);

@@ -60,6 +60,8 @@ export class Timelines {
   readonly #open = new Map<string, Promise<TimelineStorage>>();
   readonly #opened = new Map<string, TimelineStorage>();
   readonly #quorum: WalQuorum | undefined;
+  /** Run before a catalogued timeline's stores open: brings its layers to the local disk when they are not there. */
+  prepare: ((timeline_id: string) => Promise<void>) | undefined;
 
   /**
    * @param dir the data directory (undefined: memory only)
@@ -89,7 +91,8 @@ export class Timelines {
     if (storage === undefined) {
       const branch = this.#catalog.byTimeline(timeline_id);
       assert(branch !== undefined, `timeline ${timeline_id} is in no branch`);
-      const opening = this.#openWith(timeline_id, branch, this.#dir);
+      const prepared = this.prepare?.(timeline_id) ?? Promise.resolve();
+      const opening = prepared.then(() => this.#openWith(timeline_id, branch, this.#dir));
       // A failed open (safekeepers unreachable) is not remembered: the next use tries again.
       opening.then((done) => {
         if (this.#open.get(timeline_id) === opening) this.#opened.set(timeline_id, done);
@@ -104,6 +107,22 @@ export class Timelines {
   /** The storage of a timeline if it is open already (metrics must not open one). */
   opened(timeline_id: string): TimelineStorage | undefined {
     return this.#opened.get(timeline_id);
+  }
+
+  /** The timelines open now. */
+  openIds(): string[] {
+    return [...this.#open.keys()];
+  }
+
+  /** Whether an open timeline reads through `timeline_id` (its ancestor): it cannot close while that one is open. */
+  isAncestorOfOpen(timeline_id: string): boolean {
+    for (const id of this.#open.keys()) {
+      for (let b = this.#catalog.byTimeline(id); b?.parent_timeline_id !== undefined;) {
+        if (b.parent_timeline_id === timeline_id) return true;
+        b = this.#catalog.byTimeline(b.parent_timeline_id);
+      }
+    }
+    return false;
   }
 
   /** A memory-only timeline branching off `parent_timeline_id` at `branch_lsn`: its writes are thrown away. */
@@ -175,6 +194,22 @@ export class Timelines {
   /** Closes every open timeline. */
   async closeAll(): Promise<void> {
     for (const timeline_id of [...this.#open.keys()].reverse()) await this.close(timeline_id);
+  }
+
+  /** Bytes of the timeline's layer files on disk (0 in memory). */
+  async layerBytes(timeline_id: string): Promise<number> {
+    if (this.#dir === undefined) return 0;
+    let total = 0;
+    try {
+      for await (const entry of Deno.readDir(`${this.#dir}/timelines/${timeline_id}`)) {
+        if (entry.isFile && entry.name.endsWith(".layer")) {
+          total += await fileBytes(`${this.#dir}/timelines/${timeline_id}/${entry.name}`);
+        }
+      }
+    } catch (error) {
+      if (!(error instanceof Deno.errors.NotFound)) throw error;
+    }
+    return total;
   }
 
   /** Bytes the timeline's files take on disk (0 in memory). */

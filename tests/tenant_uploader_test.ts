@@ -89,10 +89,11 @@ Deno.test("lake: a newer generation's pageserver takes the tenant; the older one
     const old = new TenantUploader(store, "acme", `${dir}/a`, "node-a", quiet);
     await old.sync([ids.main]);
     // Another pageserver downloads the tenant and goes on with it: generation 2.
-    equal((await downloadTenant(store, "acme", `${dir}/b`, quiet))?.layers, 1);
-    deepEqual(await Deno.readFile(`${dir}/b/timelines/${ids.main}/${layerName(1, 0x10, 0x200)}`), bytes(5000, 1));
+    equal((await downloadTenant(store, "acme", `${dir}/b`, quiet))?.timelines, 2);
     const events: string[] = [];
     const newer = new TenantUploader(store, "acme", `${dir}/b`, "node-b", (event) => events.push(event));
+    await newer.ensureLocal(ids.main); // what opening the timeline does: its layers come from the lake
+    deepEqual(await Deno.readFile(`${dir}/b/timelines/${ids.main}/${layerName(1, 0x10, 0x200)}`), bytes(5000, 1));
     await writeLayer(`${dir}/b`, ids.main, layerName(2, 0x200, 0x400), bytes(1000, 2));
     await newer.sync([ids.main]);
     equal(newer.generation, 2);
@@ -113,7 +114,7 @@ Deno.test("lake: a newer generation's pageserver takes the tenant; the older one
     ok(!(await store.list("tenants/acme/")).some((k) => k.includes(layerName(3, 0x400, 0x500))));
   }));
 
-Deno.test("lake: a download checks every layer against its index; a damaged one is refused, naming it", () =>
+Deno.test("lake: layers come from the lake checked against their index; a damaged one is refused, naming it", () =>
   withTempDir(async (dir) => {
     const store = new LocalStorage(`${dir}/lake`);
     const ids = await makeTenant(`${dir}/a`);
@@ -123,8 +124,9 @@ Deno.test("lake: a download checks every layer against its index; a damaged one 
     const damaged = (await store.get(key))!;
     damaged[10] ^= 0xff;
     await store.put(key, damaged);
+    equal((await downloadTenant(store, "acme", `${dir}/b`, quiet))?.timelines, 2);
     await rejects(
-      downloadTenant(store, "acme", `${dir}/b`, quiet),
+      new TenantUploader(store, "acme", `${dir}/b`, "node-b", quiet).ensureLocal(ids.main),
       (e: Error) => e instanceof CorruptDataError && e.message.includes(key),
     );
     equal(await downloadTenant(store, "nobody", `${dir}/c`, quiet), undefined);
@@ -151,5 +153,8 @@ Deno.test("lake: the store failing every request for a while loses nothing, and 
     const index = await newestIndex(new LocalStorage(`${dir}/lake`), "acme", ids.main);
     deepEqual(index.layers.map((l) => l.name), names);
     equal(index.disk_consistent_lsn, "0/C80");
-    equal((await downloadTenant(new LocalStorage(`${dir}/lake`), "acme", `${dir}/b`, quiet))?.layers, 12);
+    const lake = new LocalStorage(`${dir}/lake`);
+    equal((await downloadTenant(lake, "acme", `${dir}/b`, quiet))?.timelines, 2);
+    await new TenantUploader(lake, "acme", `${dir}/b`, "node-b", quiet).ensureLocal(ids.main);
+    for (const name of names) ok(await Deno.stat(`${dir}/b/timelines/${ids.main}/${name}`));
   }));

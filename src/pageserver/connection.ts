@@ -87,6 +87,7 @@ export async function servePageProtocol(
       ctx.log("connection_error", { peer, error: String((error as Error)?.stack ?? error) });
     }
   } finally {
+    for (const [timeline_id, term] of attached) tenant?.detach(timeline_id, term);
     try {
       conn.close();
     } catch {
@@ -107,6 +108,11 @@ async function answer(
       return { type: "branch_info_ok", id: m.id, info: await tenant.branchInfo(m.branch) };
     case "attach": {
       const term = await tenant.attach(m.timeline_id, m.term, m.wal_end_lsn);
+      if (attached.get(m.timeline_id) !== term) {
+        const previous = attached.get(m.timeline_id);
+        if (previous !== undefined) tenant.detach(m.timeline_id, previous);
+        tenant.attached(m.timeline_id, term);
+      }
       attached.set(m.timeline_id, term);
       return { type: "attach_ok", id: m.id, term };
     }

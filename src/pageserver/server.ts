@@ -11,6 +11,20 @@ import { servePageProtocol } from "./connection.ts";
 import { HTTP_METHODS, serveHttp } from "./http_api.ts";
 import { PageserverMetrics } from "./metrics.ts";
 import { TenantRegistry } from "./tenant_registry.ts";
+import type { Tenant } from "./tenant.ts";
+
+/** Evicts the least recently used idle timelines (across tenants) until the layers on disk fit `budget_bytes`. */
+async function enforceDiskBudget(tenants: Tenant[], budget_bytes: number, idle_ms: number): Promise<void> {
+  let total = 0;
+  for (const t of tenants) total += await t.localLayerBytes();
+  if (total <= budget_bytes) return;
+  const candidates = tenants.flatMap((tenant) => tenant.idleTimelines(idle_ms).map((t) => ({ tenant, ...t })))
+    .sort((a, b) => a.accessed_ms - b.accessed_ms);
+  for (const c of candidates) {
+    if (total <= budget_bytes) return;
+    total -= await c.tenant.evict(c.timeline_id);
+  }
+}
 
 /** Options of {@linkcode PageserverServer.start}. */
 export type PageserverOptions = {
@@ -24,6 +38,13 @@ export type PageserverOptions = {
   max_connections?: number;
   /** Committed versions in memory are persisted (and new layers uploaded) this often (ms). Default 1000. */
   persist_interval_ms?: number;
+  /**
+   * With `remote`: the most bytes of layer files kept on the local disk; above it, the layers of timelines idle for
+   * `evict_idle_ms` are deleted (they stay in the lake and come back when used). Default: no limit.
+   */
+  cache_disk_bytes?: number;
+  /** How long a timeline goes unused before eviction may take its layers (ms). Default 30,000. */
+  evict_idle_ms?: number;
   /** How often each tenant's timelines are looked at for GC (ms). Default 10,000. */
   gc_interval_ms?: number;
   /** The lake (`--remote`): layers and indexes are uploaded to it, and tenants missing here downloaded from it. */
@@ -42,20 +63,24 @@ export class PageserverServer {
   readonly #gc_timer: ReturnType<typeof setInterval>;
   readonly #max_connections: number;
   #closed = false;
+  #evicting: Promise<void> | undefined;
+  readonly #opts: PageserverOptions;
 
   private constructor(listener: Deno.TcpListener, registry: TenantRegistry, opts: PageserverOptions, log: Logger) {
     this.#listener = listener;
     this.#registry = registry;
     this.#log = log;
     this.#max_connections = opts.max_connections ?? 1024;
+    this.#opts = opts;
     this.#accepting = this.#accept();
     this.#timer = setInterval(() => {
-      this.#registry.list().then((tenants) =>
+      this.#registry.list().then((tenants) => {
         tenants.forEach((t) => {
           t.persistIdle();
           t.uploadSoon();
-        })
-      ).catch(() => {});
+        });
+        this.#evictSoon(tenants);
+      }).catch(() => {});
     }, opts.persist_interval_ms ?? 1000);
     this.#gc_timer = setInterval(() => {
       this.#registry.list().then((tenants) =>
@@ -78,6 +103,15 @@ export class PageserverServer {
       throw error;
     }
     return new PageserverServer(listener, registry, opts, log);
+  }
+
+  /** Starts evicting idle timelines' layers while the local disk holds more than its budget, unless that runs. */
+  #evictSoon(tenants: Tenant[]): void {
+    const budget_bytes = this.#opts.cache_disk_bytes;
+    if (budget_bytes === undefined || this.#opts.remote === undefined || this.#evicting !== undefined) return;
+    this.#evicting = enforceDiskBudget(tenants, budget_bytes, this.#opts.evict_idle_ms ?? 30_000)
+      .catch((error) => this.#log("eviction_failed", { error: String(error) }))
+      .finally(() => this.#evicting = undefined);
   }
 
   /** The port listened on. */
@@ -124,6 +158,7 @@ export class PageserverServer {
     this.#closed = true;
     clearInterval(this.#timer);
     clearInterval(this.#gc_timer);
+    await this.#evicting;
     this.#listener.close();
     await this.#accepting;
     for (const conn of this.#connections.keys()) {

@@ -43,7 +43,14 @@ const BLOCK_CACHE_BYTES = 16 * 1024 * 1024;
 const PERSIST_MEMORY_BYTES = 32 * 1024 * 1024;
 
 /** The compute-facing state of one timeline. */
-type Ownership = { term: bigint; commit_lsn: Lsn; ingested_lsn: Lsn; persisting?: Promise<void> };
+type Ownership = {
+  term: bigint;
+  commit_lsn: Lsn;
+  ingested_lsn: Lsn;
+  persisting?: Promise<void>;
+  /** Open connections attached with the owner's term: none means the owner is gone (or between reconnects). */
+  connections: number;
+};
 
 /**
  * Who sends a write: the term the request carries, and the term its connection attached the timeline with
@@ -141,6 +148,7 @@ export class Tenant {
     }
     const tenant = new Tenant(name, file, catalog, timelines, await TermsFile.open(dir), log);
     tenant.#uploader = uploader;
+    if (uploader !== undefined) timelines.prepare = (timeline_id) => uploader.ensureLocal(timeline_id);
     tenant.#config = await readTenantConfig(dir);
     tenant.#dir = dir;
     return tenant;
@@ -164,7 +172,12 @@ export class Tenant {
    * keeping each child branch's branch point readable. Runs one at a time; resolves with what each run did.
    */
   collectGarbage(force = false): Promise<({ timeline_id: string } & GcOutcome)[]> {
-    const run = this.#collecting.then(() => this.#collect(force));
+    return this.#serially(() => this.#collect(force));
+  }
+
+  /** Runs GC and branch creation one at a time. */
+  #serially<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.#collecting.then(step);
     this.#collecting = run.catch(() => {});
     return run;
   }
@@ -206,9 +219,54 @@ export class Tenant {
   uploadSoon(): void {
     const uploader = this.#uploader;
     if (uploader === undefined || this.#uploading !== undefined) return;
-    this.#uploading = uploader.sync(this.manager.list().map((b) => b.timeline_id))
+    this.#uploading = uploader.sync(this.manager.list().map((b) => b.timeline_id), this.timelines.openIds())
       .catch((error) => this.#log("upload_failed", { tenant: this.name, error: String(error) }))
       .finally(() => this.#uploading = undefined);
+  }
+
+  /** When each open timeline was last read or written (ms since the epoch). */
+  readonly #accessed = new Map<string, number>();
+
+  /** Open timelines nobody used for `idle_ms`, least recently used first: what eviction may take. */
+  idleTimelines(idle_ms: number, now_ms = Date.now()): { timeline_id: string; accessed_ms: number }[] {
+    return this.timelines.openIds()
+      .map((timeline_id) => ({ timeline_id, accessed_ms: this.#accessed.get(timeline_id) ?? 0 }))
+      .filter((t) =>
+        now_ms - t.accessed_ms >= idle_ms && !this.timelines.isAncestorOfOpen(t.timeline_id) &&
+        (this.#owners.get(t.timeline_id)?.connections ?? 0) === 0
+      )
+      .sort((a, b) => a.accessed_ms - b.accessed_ms);
+  }
+
+  /**
+   * Closes an idle timeline and deletes its local layer files once the lake has them all (the next use downloads
+   * them again); resolves with the bytes freed. Nothing happens to a timeline holding versions not yet durable.
+   */
+  async evict(timeline_id: string): Promise<number> {
+    const uploader = this.#uploader;
+    const storage = this.timelines.opened(timeline_id);
+    if (uploader === undefined || storage === undefined) return 0;
+    await this.persist(timeline_id);
+    const owner = this.#owner(timeline_id);
+    // With its owner gone, versions above the WAL this server holds were never committed here; the next owner's
+    // recovery makes them again from the WAL if they were committed. With an owner, they are its open transactions.
+    if (owner.connections === 0) storage.pages.dropNewerThan(storage.wal.end_lsn);
+    if (storage.pages.in_memory_bytes > 0 || this.timelines.isAncestorOfOpen(timeline_id)) {
+      return 0;
+    }
+    await uploader.sync(this.manager.list().map((b) => b.timeline_id), [timeline_id]);
+    await this.timelines.close(timeline_id);
+    this.#accessed.delete(timeline_id);
+    const freed_bytes = await uploader.evict(timeline_id);
+    this.#log("timeline_evicted", { tenant: this.name, timeline_id, freed_bytes });
+    return freed_bytes;
+  }
+
+  /** Bytes of layer files on the local disk, every timeline of the tenant. */
+  async localLayerBytes(): Promise<number> {
+    let total = 0;
+    for (const branch of this.manager.list()) total += await this.timelines.layerBytes(branch.timeline_id);
+    return total;
   }
 
   /** A timeline's storage here and in the lake, for `/status` and `/metrics`. */
@@ -299,6 +357,18 @@ export class Tenant {
     return term;
   }
 
+  /** A connection attached the timeline with `term` (see {@linkcode detach}). */
+  attached(timeline_id: string, term: bigint): void {
+    const owner = this.#owner(timeline_id);
+    if (owner.term === term) owner.connections++;
+  }
+
+  /** A connection that attached the timeline with `term` closed. */
+  detach(timeline_id: string, term: bigint): void {
+    const owner = this.#owners.get(timeline_id);
+    if (owner !== undefined && owner.term === term && owner.connections > 0) owner.connections--;
+  }
+
   /** Takes a batch of page versions and file events from the owner. */
   async put(timeline_id: string, writer: Writer, records: PutRecord[]): Promise<void> {
     const { pages } = await this.#owned(timeline_id, writer);
@@ -336,7 +406,8 @@ export class Tenant {
    * the durable LSN and the WAL end. Without a writer: the server's own persist.
    */
   async persist(timeline_id: string, writer?: Writer): Promise<{ disk_consistent_lsn: Lsn; wal_end_lsn: Lsn }> {
-    const storage = writer === undefined ? this.#storage(timeline_id) : this.#owned(timeline_id, writer);
+    // The server's own persist is no use of the timeline: it must not keep an idle timeline from eviction.
+    const storage = writer === undefined ? this.#storage(timeline_id, false) : this.#owned(timeline_id, writer);
     const { pages, wal } = await storage;
     const owner = this.#owner(timeline_id);
     await wal.flush();
@@ -355,7 +426,10 @@ export class Tenant {
 
   /** Persists every open timeline that holds committed versions in memory. */
   persistIdle(): void {
-    for (const [timeline_id, owner] of this.#owners) if (owner.commit_lsn > 0n) this.persistSoon(timeline_id);
+    for (const [timeline_id, owner] of this.#owners) {
+      // A closed (evicted) timeline holds nothing in memory; opening it would bring its layers back for nothing.
+      if (owner.commit_lsn > 0n && this.timelines.opened(timeline_id) !== undefined) this.persistSoon(timeline_id);
+    }
   }
 
   /** Pages at `lsn` (LSN_MAX: the newest); refuses a key whose asker wrote a version this server has not seen. */
@@ -429,8 +503,9 @@ export class Tenant {
   }
 
   /** Makes a branch at `start` (default: the head of `main` as the pageserver has it committed). */
-  async createBranch(name: string, start?: BranchStart): Promise<BranchRowInfo> {
-    return this.manager.info(await this.manager.create(name, start));
+  createBranch(name: string, start?: BranchStart): Promise<BranchRowInfo> {
+    // In turn with GC: a GC that began before the branch existed would not keep its branch point.
+    return this.#serially(async () => this.manager.info(await this.manager.create(name, start)));
   }
 
   /** Deletes a branch and its storage. */
@@ -439,8 +514,8 @@ export class Tenant {
   }
 
   /** Points a branch at its parent's head again. */
-  async resetBranch(name: string): Promise<BranchRowInfo> {
-    return this.manager.info(await this.manager.reset(name));
+  resetBranch(name: string): Promise<BranchRowInfo> {
+    return this.#serially(async () => this.manager.info(await this.manager.reset(name)));
   }
 
   /** Protects a branch from deletion and reset (or lifts it). */
@@ -461,18 +536,21 @@ export class Tenant {
   /** Waits for persists and closes every timeline. */
   async close(): Promise<void> {
     await Promise.all([...this.#owners.values()].map((o) => o.persisting));
-    for (const timeline_id of this.#owners.keys()) await this.persist(timeline_id).catch(() => {});
+    for (const timeline_id of this.#owners.keys()) {
+      if (this.timelines.opened(timeline_id) !== undefined) await this.persist(timeline_id).catch(() => {});
+    }
     await this.#uploading;
     // A clean stop leaves the lake holding everything that is durable here.
-    await this.#uploader?.sync(this.manager.list().map((b) => b.timeline_id))
+    await this.#uploader?.sync(this.manager.list().map((b) => b.timeline_id), this.timelines.openIds())
       .catch((error) => this.#log("upload_failed", { tenant: this.name, error: String(error), at: "stop" }));
     await this.timelines.closeAll();
   }
 
-  async #storage(timeline_id: string) {
+  async #storage(timeline_id: string, use = true) {
     if (this.manager.byTimeline(timeline_id) === undefined) {
       throw new PageserverError("unknown_timeline", `tenant "${this.name}" has no timeline ${timeline_id}`);
     }
+    if (use) this.#accessed.set(timeline_id, Date.now());
     return await this.timelines.open(timeline_id);
   }
 
@@ -507,7 +585,7 @@ export class Tenant {
   #owner(timeline_id: string): Ownership {
     let owner = this.#owners.get(timeline_id);
     if (owner === undefined) {
-      owner = { term: this.#terms.get(timeline_id), commit_lsn: 0n, ingested_lsn: 0n };
+      owner = { term: this.#terms.get(timeline_id), commit_lsn: 0n, ingested_lsn: 0n, connections: 0 };
       this.#owners.set(timeline_id, owner);
     }
     return owner;

@@ -1,9 +1,9 @@
 /**
  * Brings a tenant that is in the lake but not on this pageserver's disk back to its directory (disaster recovery,
- * or a tenant moved to another pageserver): its metadata files from the newest tenant index, each timeline's layers
- * from the newest timeline index (checked against their CRC32C), and each timeline's WAL from what the safekeepers
- * offloaded. `tarn.json` is written last, so a download that stops half-way is an unfinished creation, removed at
- * the next start like any other.
+ * or a tenant moved to another pageserver): its metadata files from the newest tenant index, each timeline's GC state
+ * and its WAL from what the safekeepers offloaded. `tarn.json` is written last, so a download that stops half-way is
+ * an unfinished creation, removed at the next start like any other. A timeline's layers come when it is first opened
+ * ({@linkcode fetchLayers}, checked against their CRC32C): the local disk is a cache of the lake.
  *
  * @module
  */
@@ -28,10 +28,12 @@ import {
 } from "./remote_index.ts";
 
 /** What a download brought back, for the log. */
-export type DownloadSummary = { timelines: number; layers: number; bytes: number };
+export type DownloadSummary = { timelines: number; wal_bytes: number };
 
 /**
- * Downloads tenant `tenant` into `dir`, which must not hold it yet. Undefined when the lake has no index for it.
+ * Downloads tenant `tenant` into `dir`, which must not hold it yet: its metadata, and per timeline its GC state and
+ * its WAL. Layers stay in the lake until a timeline is first opened ({@linkcode fetchLayers}). Undefined when the
+ * lake has no index for the tenant.
  */
 export async function downloadTenant(
   store: RemoteStorage,
@@ -52,31 +54,16 @@ export async function downloadTenant(
     if (index.files[name] !== undefined) await Deno.writeTextFile(`${dir}/${name}`, index.files[name]);
   }
   const catalog = await BranchCatalog.open(dir, file.timeline_id, new Date(file.created_at));
-  const summary: DownloadSummary = { timelines: 0, layers: 0, bytes: 0 };
+  const summary: DownloadSummary = { timelines: 0, wal_bytes: 0 };
   for (const branch of catalog.list()) {
-    const got = await downloadTimeline(store, tenant, `${dir}/timelines/${branch.timeline_id}`, branch.timeline_id);
-    summary.timelines++;
-    summary.layers += got.layers;
-    summary.bytes += got.bytes;
-    const wal = await WalLog.open({ dir: `${dir}/timelines/${branch.timeline_id}`, segment_size: file.segment_size });
-    try {
-      for await (const piece of readOffloadedWal(store, file.timeline_id, branch.timeline_id, log)) {
-        if (wal.end_lsn !== 0n && piece.lsn_start !== wal.end_lsn) continue; // already held
-        wal.append(piece.lsn_start, piece.bytes);
-        summary.bytes += piece.bytes.length;
-      }
-      await wal.flush();
-      log("timeline_downloaded", {
-        tenant,
-        timeline_id: branch.timeline_id,
-        layers: got.layers,
-        disk_consistent_lsn: got.disk_consistent_lsn,
-        wal_start: formatLsn(wal.start_lsn),
-        wal_end: formatLsn(wal.end_lsn),
-      });
-    } finally {
-      await wal.close();
+    const timeline_dir = `${dir}/timelines/${branch.timeline_id}`;
+    await Deno.mkdir(timeline_dir, { recursive: true });
+    const timeline_index = await newestTimelineIndex(store, tenant, branch.timeline_id);
+    if (timeline_index?.gc !== undefined) {
+      await Deno.writeTextFile(`${timeline_dir}/${GC_STATE_FILE}`, timeline_index.gc);
     }
+    summary.timelines++;
+    summary.wal_bytes += await downloadWal(store, file, branch.timeline_id, timeline_dir, log);
   }
   await Deno.writeTextFile(`${dir}/tarn.json.tmp`, tenant_text);
   await Deno.rename(`${dir}/tarn.json.tmp`, `${dir}/tarn.json`);
@@ -85,35 +72,86 @@ export async function downloadTenant(
   return summary;
 }
 
-/** Downloads the layers of a timeline's newest index into `layer_dir`. */
-async function downloadTimeline(
+/** The timeline's WAL as the safekeepers offloaded it, into its local log; resolves with the bytes. */
+async function downloadWal(
+  store: RemoteStorage,
+  file: TenantFile,
+  timeline_id: string,
+  timeline_dir: string,
+  log: Logger,
+): Promise<number> {
+  let bytes = 0;
+  const wal = await WalLog.open({ dir: timeline_dir, segment_size: file.segment_size });
+  try {
+    for await (const piece of readOffloadedWal(store, file.timeline_id, timeline_id, log)) {
+      if (wal.end_lsn !== 0n && piece.lsn_start !== wal.end_lsn) continue; // already held
+      wal.append(piece.lsn_start, piece.bytes);
+      bytes += piece.bytes.length;
+    }
+    await wal.flush();
+    log("timeline_wal_downloaded", {
+      timeline_id,
+      wal_start: formatLsn(wal.start_lsn),
+      wal_end: formatLsn(wal.end_lsn),
+    });
+  } finally {
+    await wal.close();
+  }
+  return bytes;
+}
+
+/** The newest index of a timeline in the lake, if any. */
+export async function newestTimelineIndex(
+  store: RemoteStorage,
+  tenant: string,
+  timeline_id: string,
+): Promise<TimelineIndex | undefined> {
+  const key = newestIndexKey(await store.list(`${tenantPrefix(tenant)}timelines/${timeline_id}/index-`), "index");
+  if (key === undefined) return undefined;
+  const bytes = await store.get(key);
+  if (bytes === undefined) throw new CorruptDataError(`index object ${key}`, "listed but gone");
+  return decodeIndex<TimelineIndex>(key, bytes);
+}
+
+/**
+ * Downloads the layers `index` lists that `layer_dir` does not hold (size and CRC32C checked against the index);
+ * resolves with how many and their bytes.
+ */
+export async function fetchLayers(
   store: RemoteStorage,
   tenant: string,
   layer_dir: string,
-  timeline_id: string,
-): Promise<{ layers: number; bytes: number; disk_consistent_lsn: string }> {
+  index: TimelineIndex,
+): Promise<{ layers: number; bytes: number }> {
   await Deno.mkdir(layer_dir, { recursive: true });
-  const key = newestIndexKey(await store.list(`${tenantPrefix(tenant)}timelines/${timeline_id}/index-`), "index");
-  if (key === undefined) return { layers: 0, bytes: 0, disk_consistent_lsn: "0/0" };
-  const bytes = await store.get(key);
-  if (bytes === undefined) throw new CorruptDataError(`index object ${key}`, "listed but gone");
-  const index = decodeIndex<TimelineIndex>(key, bytes);
-  let total = 0;
+  let layers = 0;
+  let bytes = 0;
   for (const layer of index.layers) {
-    const object_key = layerKey(tenant, timeline_id, layer);
+    const path = `${layer_dir}/${layer.name}`;
+    if (await exists(path)) continue;
+    const object_key = layerKey(tenant, index.timeline_id, layer);
     const body = await store.get(object_key);
-    if (body === undefined) throw new CorruptDataError(`layer object ${object_key}`, `listed by ${key} but missing`);
+    if (body === undefined) throw new CorruptDataError(`layer object ${object_key}`, "listed by its index but missing");
     if (body.length !== layer.size_bytes || crc32c(body) !== layer.crc32c) {
       throw new CorruptDataError(`layer object ${object_key}`, "size or CRC32C differs from its index");
     }
-    const path = `${layer_dir}/${layer.name}`;
     await Deno.writeFile(`${path}.tmp`, body);
     const file = await Deno.open(`${path}.tmp`, { read: true, write: true });
     await file.sync().finally(() => file.close());
     await Deno.rename(`${path}.tmp`, path);
-    total += body.length;
+    layers++;
+    bytes += body.length;
   }
-  if (index.gc !== undefined) await Deno.writeTextFile(`${layer_dir}/${GC_STATE_FILE}`, index.gc);
-  await syncDir(layer_dir);
-  return { layers: index.layers.length, bytes: total, disk_consistent_lsn: index.disk_consistent_lsn };
+  if (layers > 0) await syncDir(layer_dir);
+  return { layers, bytes };
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await Deno.stat(path);
+    return true;
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) return false;
+    throw error;
+  }
 }

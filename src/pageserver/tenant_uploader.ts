@@ -11,9 +11,9 @@ import type { Logger } from "../logger.ts";
 import { formatLsn, type Lsn, parseLsn } from "../lsn.ts";
 import type { RemoteStorage } from "../remote_storage/mod.ts";
 import { GC_STATE_FILE } from "../storage/gc_state.ts";
+import { fetchLayers, newestTimelineIndex } from "./tenant_download.ts";
 import {
   claimGeneration,
-  decodeIndex,
   encodeIndex,
   highestGeneration,
   type IndexedLayer,
@@ -82,16 +82,56 @@ export class TenantUploader {
   }
 
   /**
-   * Uploads what changed in the tenant's metadata and in the given timelines since the last sync, and deletes the
-   * objects of timelines not among `timeline_ids` (deleted branches). Syncs run one at a time.
+   * Uploads what changed in the tenant's metadata and in the layers of the `resident` timelines (open ones: the
+   * layers of others may be evicted, not deleted) since the last sync, and deletes the objects of timelines not
+   * among `timeline_ids` (deleted branches). Runs one at a time with the other requests of this uploader.
    */
-  sync(timeline_ids: string[]): Promise<void> {
-    const run = this.#chain.then(() => this.#sync(timeline_ids));
+  sync(timeline_ids: string[], resident: string[] = timeline_ids): Promise<void> {
+    return this.#serially(() => this.#sync(timeline_ids, resident));
+  }
+
+  /** Brings to the local disk the layers of the timeline's index that it does not hold (before the timeline opens). */
+  ensureLocal(timeline_id: string): Promise<void> {
+    return this.#serially(async () => {
+      const index = this.#indexes.get(timeline_id) ?? await this.#findIndex(timeline_id);
+      if (index === undefined) return;
+      this.#indexes.set(timeline_id, index);
+      const started_ms = performance.now();
+      const got = await fetchLayers(this.#store, this.#tenant, `${this.#dir}/timelines/${timeline_id}`, index);
+      if (got.layers === 0) return;
+      const elapsed_ms = Math.round(performance.now() - started_ms);
+      this.#log("layers_downloaded", { tenant: this.#tenant, timeline_id, ...got, elapsed_ms });
+    });
+  }
+
+  /**
+   * Deletes the local files of a closed timeline's layers, once every one of them is in the lake (its index lists
+   * them all); resolves with the bytes freed (0: something is not uploaded yet, nothing was deleted).
+   */
+  evict(timeline_id: string): Promise<number> {
+    return this.#serially(async () => {
+      const index = this.#indexes.get(timeline_id);
+      const local = await this.#localLayers(timeline_id);
+      const uploaded = new Set(index?.layers.map((l) => l.name) ?? []);
+      if (index === undefined || local.some((l) => !uploaded.has(l.name))) return 0;
+      let freed = 0;
+      for (const layer of index.layers) {
+        const path = `${this.#dir}/timelines/${timeline_id}/${layer.name}`;
+        if (!local.some((l) => l.name === layer.name)) continue;
+        await Deno.remove(path);
+        freed += layer.size_bytes;
+      }
+      return freed;
+    });
+  }
+
+  #serially<T>(step: () => Promise<T>): Promise<T> {
+    const run = this.#chain.then(step);
     this.#chain = run.catch(() => {});
     return run;
   }
 
-  async #sync(timeline_ids: string[]): Promise<void> {
+  async #sync(timeline_ids: string[], resident: string[]): Promise<void> {
     if (this.#generation === 0) {
       this.#generation = await claimGeneration(this.#store, this.#tenant, this.#node);
       this.#log("tenant_generation_claimed", { tenant: this.#tenant, generation: this.#generation });
@@ -106,7 +146,7 @@ export class TenantUploader {
       await this.#deleteTimelinesNotIn(timeline_ids);
       this.#tenant_files = text;
     }
-    for (const timeline_id of timeline_ids) await this.#syncTimeline(timeline_id);
+    for (const timeline_id of resident) await this.#syncTimeline(timeline_id);
   }
 
   /**
@@ -114,15 +154,13 @@ export class TenantUploader {
    * any more: the timeline's GC moved past them). `tenant_id` names the tenant's WAL in the lake (its root timeline).
    */
   deleteWalBelow(tenant_id: string, timeline_id: string, lsn: Lsn, segment_size: number): Promise<void> {
-    const run = this.#chain.then(async () => {
+    return this.#serially(async () => {
       if (this.#generation === 0 || await this.#checkSuperseded()) return;
       for (const key of await this.#store.list(`wal/${tenant_id}/${timeline_id}/`)) {
         const m = /\/([0-9a-f]{16})(\.partial)?$/.exec(key);
         if (m !== null && (BigInt(`0x${m[1]}`) + 1n) * BigInt(segment_size) <= lsn) await this.#store.delete(key);
       }
     });
-    this.#chain = run.catch(() => {});
-    return run;
   }
 
   async #checkSuperseded(): Promise<boolean> {
@@ -205,14 +243,8 @@ export class TenantUploader {
   }
 
   /** The newest index of a timeline in the lake (left by an earlier generation), if any. */
-  async #findIndex(timeline_id: string): Promise<TimelineIndex | undefined> {
-    const key = newestIndexKey(
-      await this.#store.list(`${tenantPrefix(this.#tenant)}timelines/${timeline_id}/index-`),
-      "index",
-    );
-    if (key === undefined) return undefined;
-    const bytes = await this.#store.get(key);
-    return bytes === undefined ? undefined : decodeIndex<TimelineIndex>(key, bytes);
+  #findIndex(timeline_id: string): Promise<TimelineIndex | undefined> {
+    return newestTimelineIndex(this.#store, this.#tenant, timeline_id);
   }
 
   /** The timeline's layer files on disk, with the end of each one's LSN range. */

@@ -33,46 +33,16 @@ import {
 import { listFiles } from "./file_listing.ts";
 import { TermsFile } from "./ownership_file.ts";
 import { PageserverError } from "./pageserver_error.ts";
-import type { RemoteTimelineState, TenantUploader } from "./tenant_uploader.ts";
+import { type Ownership, TimelineOwners, type Writer } from "./timeline_owners.ts";
+import type { TenantUploader } from "./tenant_uploader.ts";
 import { parseConfigChange, readTenantConfig, type TenantConfig, writeTenantConfig } from "./tenant_config.ts";
-import { collectTimeline, type GcMemory, type GcOutcome } from "./tenant_gc.ts";
+import { collectTenant, type GcMemory, type GcOutcome } from "./tenant_gc.ts";
+import { type StorageReport, storageReport } from "./storage_report.ts";
 
 /** Each timeline's cache of decompressed layer blocks. */
 const BLOCK_CACHE_BYTES = 16 * 1024 * 1024;
 /** A timeline holding more than this in memory persists at once (bytes). */
 const PERSIST_MEMORY_BYTES = 32 * 1024 * 1024;
-
-/** The compute-facing state of one timeline. */
-type Ownership = {
-  term: bigint;
-  commit_lsn: Lsn;
-  ingested_lsn: Lsn;
-  persisting?: Promise<void>;
-  /** Open connections attached with the owner's term: none means the owner is gone (or between reconnects). */
-  connections: number;
-};
-
-/**
- * Who sends a write: the term the request carries, and the term its connection attached the timeline with
- * (undefined: it did not). A write is taken only when both are the owner's term.
- */
-export type Writer = { term: bigint; attached: bigint | undefined };
-
-/**
- * A timeline's storage: here (bytes of layers and WAL, layer files, durable LSN; undefined fields for a timeline not
- * open) and in the lake (`--remote`: bytes and layers of its index, the LSN the lake holds, and how far behind it is).
- */
-export type StorageReport = {
-  local_bytes: number;
-  layers?: number;
-  /** Reads and branches below it are refused. */
-  gc_cutoff_lsn?: Lsn;
-  disk_consistent_lsn?: Lsn;
-  remote_bytes?: number;
-  remote_layers?: number;
-  remote_consistent_lsn?: Lsn;
-  upload_lag_bytes?: number;
-};
 
 /** Counters the metrics show. */
 export type TenantCounters = { ingest_bytes: number; get_pages: number };
@@ -84,8 +54,7 @@ export class Tenant {
   /** The tenant's branches and their rules. */
   readonly manager: BranchManager;
   readonly timelines: Timelines;
-  readonly #owners = new Map<string, Ownership>();
-  readonly #terms: TermsFile;
+  readonly #owners: TimelineOwners;
   readonly #log: Logger;
   readonly counters: TenantCounters = { ingest_bytes: 0, get_pages: 0 };
   /** Keeps the lake in step with this tenant's directory (`--remote`); undefined: local only. */
@@ -110,7 +79,7 @@ export class Tenant {
     this.timelines = timelines;
     this.manager = new BranchManager(catalog, timelines);
     this.#catalog = catalog;
-    this.#terms = terms;
+    this.#owners = new TimelineOwners(terms, (id) => this.manager.byTimeline(id) !== undefined, name, log);
     this.#log = log;
   }
 
@@ -172,7 +141,18 @@ export class Tenant {
    * keeping each child branch's branch point readable. Runs one at a time; resolves with what each run did.
    */
   collectGarbage(force = false): Promise<({ timeline_id: string } & GcOutcome)[]> {
-    return this.#serially(() => this.#collect(force));
+    return this.#serially(() =>
+      collectTenant({
+        tenant: this.name,
+        file: this.file,
+        catalog: this.#catalog,
+        timelines: this.timelines,
+        pitr_ms: this.#config.pitr_ms,
+        memory: this.#gc_memory,
+        uploader: this.#uploader,
+        log: this.#log,
+      }, force)
+    );
   }
 
   /** Runs GC and branch creation one at a time. */
@@ -180,39 +160,6 @@ export class Tenant {
     const run = this.#collecting.then(step);
     this.#collecting = run.catch(() => {});
     return run;
-  }
-
-  async #collect(force: boolean): Promise<({ timeline_id: string } & GcOutcome)[]> {
-    const done = [];
-    for (const branch of this.manager.list()) {
-      const storage = this.timelines.opened(branch.timeline_id);
-      if (storage === undefined) continue;
-      let memory = this.#gc_memory.get(branch.timeline_id);
-      if (memory === undefined) {
-        this.#gc_memory.set(branch.timeline_id, memory = { scan_from_lsn: 0n, horizon_lsn: 0n, bytes_after: 0 });
-      }
-      const children = [];
-      for (const child of this.#catalog.children(branch.timeline_id)) {
-        children.push({ branch_lsn: child.branch_lsn, storage: await this.timelines.open(child.timeline_id) });
-      }
-      const outcome = await collectTimeline(storage, children, this.#config.pitr_ms, Date.now(), memory, force);
-      if (outcome === undefined) continue;
-      await this.#uploader?.deleteWalBelow(
-        this.file.timeline_id,
-        branch.timeline_id,
-        outcome.wal_needed_lsn,
-        this.file.segment_size,
-      ).catch((error) => this.#log("upload_failed", { tenant: this.name, error: String(error), at: "wal_delete" }));
-      this.#log("timeline_gc", {
-        tenant: this.name,
-        timeline_id: branch.timeline_id,
-        cutoff: formatLsn(outcome.horizon_lsn),
-        bytes_before: outcome.bytes_before,
-        bytes_after: outcome.bytes_after,
-      });
-      done.push({ timeline_id: branch.timeline_id, ...outcome });
-    }
-    return done;
   }
 
   /** Starts an upload of what changed since the last one, unless one runs; a failure is logged and retried later. */
@@ -233,7 +180,7 @@ export class Tenant {
       .map((timeline_id) => ({ timeline_id, accessed_ms: this.#accessed.get(timeline_id) ?? 0 }))
       .filter((t) =>
         now_ms - t.accessed_ms >= idle_ms && !this.timelines.isAncestorOfOpen(t.timeline_id) &&
-        (this.#owners.get(t.timeline_id)?.connections ?? 0) === 0
+        (this.#owners.find(t.timeline_id)?.connections ?? 0) === 0
       )
       .sort((a, b) => a.accessed_ms - b.accessed_ms);
   }
@@ -270,22 +217,8 @@ export class Tenant {
   }
 
   /** A timeline's storage here and in the lake, for `/status` and `/metrics`. */
-  async storageReport(timeline_id: string): Promise<StorageReport> {
-    const pages = this.timelines.opened(timeline_id)?.pages;
-    const remote: RemoteTimelineState | undefined = this.#uploader?.state(timeline_id);
-    const durable = pages?.disk_consistent_lsn;
-    return {
-      local_bytes: await this.timelines.diskBytes(timeline_id),
-      layers: pages?.layer_count,
-      gc_cutoff_lsn: pages?.gc_cutoff_lsn,
-      disk_consistent_lsn: durable,
-      remote_bytes: remote?.remote_bytes,
-      remote_layers: remote?.layers,
-      remote_consistent_lsn: remote?.remote_consistent_lsn,
-      upload_lag_bytes: durable === undefined || remote === undefined || this.#uploader === undefined
-        ? undefined
-        : Number(durable > remote.remote_consistent_lsn ? durable - remote.remote_consistent_lsn : 0n),
-    };
+  storageReport(timeline_id: string): Promise<StorageReport> {
+    return storageReport(this.timelines, this.#uploader, timeline_id);
   }
 
   /** What a compute needs to start on `branch`. */
@@ -298,75 +231,27 @@ export class Tenant {
       wal_start_lsn: wal.start_lsn,
       wal_end_lsn: wal.end_lsn,
       disk_consistent_lsn: pages.disk_consistent_lsn,
-      term: this.#owners.get(known.timeline_id)?.term ?? this.#terms.get(known.timeline_id),
+      term: this.#owners.term(known.timeline_id),
     };
   }
 
   /**
-   * A compute with `term` takes the timeline. A higher term than the owner's fences the owner: its page versions
-   * beyond `wal_end_lsn` (the WAL the new owner recovered from the quorum) came from WAL that was never committed,
-   * and go. An equal term changes nothing (the owner attaching again). A lower term is refused, and term 0 (no
-   * election's) too. The term is on disk before this resolves: a fence outlives a crash right after the answer.
+   * A compute with `term` takes the timeline (`timeline_owners.ts`): a higher term fences the owner, an equal one
+   * changes nothing, a lower one or term 0 is refused. The term is on disk before this resolves.
    */
   async attach(timeline_id: string, term: bigint, wal_end_lsn: Lsn): Promise<bigint> {
     const { pages } = await this.#storage(timeline_id);
-    if (term === 0n) {
-      throw new PageserverError(
-        "bad_request",
-        `attach to timeline ${timeline_id} with term 0: term 0 owns nothing, attach with a safekeeper election's term`,
-      );
-    }
-    const owner = this.#owner(timeline_id);
-    if (term < owner.term) {
-      throw new PageserverError(
-        "fenced",
-        `timeline ${timeline_id} belongs to a compute of term ${owner.term}, not ${term}: this compute was replaced`,
-      );
-    }
-    if (wal_end_lsn < pages.disk_consistent_lsn) {
-      throw new PageserverError(
-        "lsn_out_of_range",
-        `timeline ${timeline_id} has pages durable up to ${formatLsn(pages.disk_consistent_lsn)}, but the WAL its ` +
-          `safekeepers hold ends at ${formatLsn(wal_end_lsn)}: committed WAL is missing (safekeepers' directories ` +
-          `lost without their WAL in the lake?); start safekeepers that hold it`,
-      );
-    }
-    if (term > owner.term) {
-      // The old owner's versions newer than the new owner's WAL go, and from here on its writes are refused.
-      const previous_term = owner.term;
-      const dropped = pages.dropNewerThan(wal_end_lsn);
-      owner.term = term;
-      this.#log("timeline_attached", {
-        tenant: this.name,
-        timeline_id,
-        term: Number(term),
-        previous_term: Number(previous_term),
-        wal_end: formatLsn(wal_end_lsn),
-        dropped_versions: dropped,
-      });
-      owner.ingested_lsn = owner.ingested_lsn < wal_end_lsn ? owner.ingested_lsn : wal_end_lsn;
-    }
-    // An equal term waits too: the write its first attach started may still be under way (or have failed).
-    await this.#terms.ensure(timeline_id, term, (id) => this.manager.byTimeline(id) !== undefined);
-    if (owner.term !== term) {
-      throw new PageserverError(
-        "fenced",
-        `timeline ${timeline_id} was taken by a compute of term ${owner.term} while term ${term} attached`,
-      );
-    }
-    return term;
+    return await this.#owners.takeOver(timeline_id, term, wal_end_lsn, pages);
   }
 
   /** A connection attached the timeline with `term` (see {@linkcode detach}). */
   attached(timeline_id: string, term: bigint): void {
-    const owner = this.#owner(timeline_id);
-    if (owner.term === term) owner.connections++;
+    this.#owners.connected(timeline_id, term);
   }
 
   /** A connection that attached the timeline with `term` closed. */
   detach(timeline_id: string, term: bigint): void {
-    const owner = this.#owners.get(timeline_id);
-    if (owner !== undefined && owner.term === term && owner.connections > 0) owner.connections--;
+    this.#owners.disconnected(timeline_id, term);
   }
 
   /** Takes a batch of page versions and file events from the owner. */
@@ -426,7 +311,7 @@ export class Tenant {
 
   /** Persists every open timeline that holds committed versions in memory. */
   persistIdle(): void {
-    for (const [timeline_id, owner] of this.#owners) {
+    for (const [timeline_id, owner] of this.#owners.entries()) {
       // A closed (evicted) timeline holds nothing in memory; opening it would bring its layers back for nothing.
       if (owner.commit_lsn > 0n && this.timelines.opened(timeline_id) !== undefined) this.persistSoon(timeline_id);
     }
@@ -530,13 +415,14 @@ export class Tenant {
 
   /** Terms and LSNs of the timelines computes attached to, for `/status`. */
   owners(): { timeline_id: string; term: bigint; commit_lsn: Lsn; ingested_lsn: Lsn }[] {
-    return [...this.#owners].map(([timeline_id, o]) => ({ timeline_id, ...o }));
+    return [...this.#owners.entries()].map(([timeline_id, o]) => ({ timeline_id, ...o }));
   }
 
   /** Waits for persists and closes every timeline. */
   async close(): Promise<void> {
-    await Promise.all([...this.#owners.values()].map((o) => o.persisting));
-    for (const timeline_id of this.#owners.keys()) {
+    const owned = [...this.#owners.entries()];
+    await Promise.all(owned.map(([, o]) => o.persisting));
+    for (const [timeline_id] of owned) {
       if (this.timelines.opened(timeline_id) !== undefined) await this.persist(timeline_id).catch(() => {});
     }
     await this.#uploading;
@@ -555,39 +441,13 @@ export class Tenant {
   }
 
   /** The timeline's storage, when `writer` owns it: its term is the owner's, and its connection attached with it. */
-  async #owned(timeline_id: string, { term, attached }: Writer) {
+  async #owned(timeline_id: string, writer: Writer) {
     const storage = await this.#storage(timeline_id);
-    const owner = this.#owner(timeline_id);
-    if (owner.term === 0n) {
-      throw new PageserverError(
-        "fenced",
-        `timeline ${timeline_id} has no owner (term 0, no compute attached to it), so a write of term ${term} ` +
-          `is refused: attach first`,
-      );
-    }
-    if (term !== owner.term) {
-      throw new PageserverError(
-        "fenced",
-        `timeline ${timeline_id} belongs to a compute of term ${owner.term}, not ${term}: this compute was replaced`,
-      );
-    }
-    if (attached !== term) {
-      const did = attached === undefined ? "did not attach to it" : `attached to it with term ${attached}`;
-      throw new PageserverError(
-        "fenced",
-        `timeline ${timeline_id} belongs to term ${owner.term}, but the connection writing with term ${term} ${did}: ` +
-          `a write must follow its attach on the same connection (after a pageserver restart, attach again)`,
-      );
-    }
+    this.#owners.checkWriter(timeline_id, writer);
     return storage;
   }
 
   #owner(timeline_id: string): Ownership {
-    let owner = this.#owners.get(timeline_id);
-    if (owner === undefined) {
-      owner = { term: this.#terms.get(timeline_id), commit_lsn: 0n, ingested_lsn: 0n, connections: 0 };
-      this.#owners.set(timeline_id, owner);
-    }
-    return owner;
+    return this.#owners.get(timeline_id);
   }
 }

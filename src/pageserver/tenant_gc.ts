@@ -5,7 +5,12 @@
  *
  * @module
  */
-import { type Lsn, LSN_MAX } from "../lsn.ts";
+import { formatLsn, type Lsn, LSN_MAX } from "../lsn.ts";
+import type { Logger } from "../logger.ts";
+import type { BranchCatalog } from "../storage/branch_catalog.ts";
+import type { TenantFile } from "../tenant_file.ts";
+import type { Timelines } from "../timelines.ts";
+import type { TenantUploader } from "./tenant_uploader.ts";
 import { parseControlFile } from "../compute/pg_control.ts";
 import { lsnAtTime } from "../replication/branch_point.ts";
 import type { TimelineStorage } from "../timelines.ts";
@@ -94,4 +99,57 @@ export async function walNeededFrom(storage: TimelineStorage, children: Child[])
     if (redo < needed) needed = redo;
   }
   return needed;
+}
+
+/** What {@linkcode collectTenant} works on: one tenant's parts. */
+export type TenantGcContext = {
+  tenant: string;
+  file: TenantFile;
+  catalog: BranchCatalog;
+  timelines: Timelines;
+  pitr_ms: number;
+  /** Per-timeline memory between runs, kept by the tenant. */
+  memory: Map<string, GcMemory>;
+  uploader: TenantUploader | undefined;
+  log: Logger;
+};
+
+/**
+ * Collects garbage on every open timeline of a tenant where it is worth it (`force`: whatever the sizes), keeping
+ * each child branch's branch point readable, and deletes the lake's WAL below what each still needs.
+ */
+export async function collectTenant(
+  ctx: TenantGcContext,
+  force: boolean,
+): Promise<({ timeline_id: string } & GcOutcome)[]> {
+  const done = [];
+  for (const branch of ctx.catalog.list()) {
+    const storage = ctx.timelines.opened(branch.timeline_id);
+    if (storage === undefined) continue;
+    let memory = ctx.memory.get(branch.timeline_id);
+    if (memory === undefined) {
+      ctx.memory.set(branch.timeline_id, memory = { scan_from_lsn: 0n, horizon_lsn: 0n, bytes_after: 0 });
+    }
+    const children = [];
+    for (const child of ctx.catalog.children(branch.timeline_id)) {
+      children.push({ branch_lsn: child.branch_lsn, storage: await ctx.timelines.open(child.timeline_id) });
+    }
+    const outcome = await collectTimeline(storage, children, ctx.pitr_ms, Date.now(), memory, force);
+    if (outcome === undefined) continue;
+    await ctx.uploader?.deleteWalBelow(
+      ctx.file.timeline_id,
+      branch.timeline_id,
+      outcome.wal_needed_lsn,
+      ctx.file.segment_size,
+    ).catch((error) => ctx.log("upload_failed", { tenant: ctx.tenant, error: String(error), at: "wal_delete" }));
+    ctx.log("timeline_gc", {
+      tenant: ctx.tenant,
+      timeline_id: branch.timeline_id,
+      cutoff: formatLsn(outcome.horizon_lsn),
+      bytes_before: outcome.bytes_before,
+      bytes_after: outcome.bytes_after,
+    });
+    done.push({ timeline_id: branch.timeline_id, ...outcome });
+  }
+  return done;
 }

@@ -9,11 +9,16 @@
  *    cluster (baseline); then every local directory deleted, fresh safekeepers and pageserver on empty directories with
  *    the same `--remote`, and the time from pageserver spawn to listening (tenant downloaded) and to the first answer.
  *
+ * Pageservers run with `--gc-interval 1h`: at the default 10 s, GC's search for the history window's start decodes the
+ * WAL since the last commit synchronously on every tick, and after a bulk load (no commit for ~120 MB of WAL) the
+ * ticks queue up and the pageserver stops answering. Progress goes to stderr, the figures to stdout.
+ *
  * @module
  */
 import postgres from "postgres";
-import { parseLsn } from "../src/lsn.ts";
+import { formatLsn, parseLsn } from "../src/lsn.ts";
 import { LayerReader } from "../src/storage/layer_file.ts";
+import { BUCKET, withS3 } from "../tests/fixtures/s3_server.ts";
 import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "../tests/fixtures/tarn_process.ts";
 
 const TENANT = "bench";
@@ -24,23 +29,36 @@ const GB_BYTES = 1024 ** 3;
 /** A put's temporary file in a `file://` store: `<key>.<uuid>.partial` (a WAL `<segno>.partial` is an object). */
 const TEMP_FILE = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.partial$/;
 
+/** A `--remote` URL and the environment that reaches it. */
+type Lake = { name: string; remote: string; env?: Record<string, string> };
 type Cluster = { sks: TarnProcess[]; ps: TarnProcess; ps_spawned_ms: number; ps_listen_ms: number };
 type Kind = "wal" | "layer" | "index" | "claim" | "other";
+type LogEvent = Record<string, unknown> | undefined;
+type Recovered = {
+  ps_listen_ms: number;
+  first_query_ms: number;
+  total_ms: number;
+  rows: number;
+  layers: LogEvent;
+  wal: LogEvent;
+} | { error: string };
 type LakeCount = Record<Kind, { objects: number; bytes: number }> & { layer_paths: string[] };
 
 /** Every process still running: stopped in order on success, killed on error. */
 const running: TarnProcess[] = [];
 
+const bench_started_ms = performance.now();
 const elapsedSince = (started_ms: number) => performance.now() - started_ms;
+const progress = (step: string) => console.error(`[${(elapsedSince(bench_started_ms) / 1000).toFixed(1)} s] ${step}`);
 const connect = (p: TarnProcess) =>
   postgres(`postgresql://postgres@127.0.0.1:${p.port}/postgres`, { max: 1, onnotice: () => {}, connect_timeout: 60 });
 
-async function startCluster(dir: string, lake: string): Promise<Cluster> {
-  const remote = ["--remote", `file://${lake}`];
-  const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id, 0, remote)));
+async function startCluster(dir: string, lake: Lake): Promise<Cluster> {
+  const remote = ["--remote", lake.remote];
+  const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id, 0, remote, lake.env)));
   running.push(...sks);
   const ps_spawned_ms = performance.now();
-  const ps = await spawnPageserver(`${dir}/ps`, 0, remote);
+  const ps = await spawnPageserver(`${dir}/ps`, 0, [...remote, "--gc-interval", "1h"], lake.env);
   const ps_listen_ms = elapsedSince(ps_spawned_ms);
   running.push(ps);
   return { sks, ps, ps_spawned_ms, ps_listen_ms };
@@ -130,21 +148,25 @@ function compressionRatio(paths: string[]): number {
 /** Part 1: pgbench on a lake-backed cluster, then the lake's objects per GB of WAL. */
 async function benchObjects(dir: string) {
   const lake = `${dir}/lake`;
-  const cluster = await startCluster(`${dir}/local`, lake);
+  const cluster = await startCluster(`${dir}/local`, { name: "file", remote: `file://${lake}` });
   const compute = await startCompute(cluster);
   const lsn_start = await walLsn(compute);
+  progress("part 1: cluster up, pgbench -i");
   let started_ms = performance.now();
   await pgbench(compute, ["-i", "-s", String(PGBENCH_SCALE)]);
   const init_ms = elapsedSince(started_ms);
+  progress("pgbench run");
   started_ms = performance.now();
   const out = await pgbench(compute, ["-c", "4", "-j", "4", "-T", String(PGBENCH_SECONDS), "-n"]);
   const run_ms = elapsedSince(started_ms);
   const tps = Number(/tps = ([\d.]+)/.exec(out)?.[1] ?? NaN);
   const wal_bytes = Number(await walLsn(compute) - lsn_start);
+  progress("stopping");
   started_ms = performance.now();
   await stopInOrder([compute, cluster.ps, ...cluster.sks]);
   const stop_ms = elapsedSince(started_ms);
   const lake_count = await countLake(lake);
+  progress("decoding the layer objects");
   started_ms = performance.now();
   const compression_ratio = compressionRatio(lake_count.layer_paths);
   const ratio_ms = elapsedSince(started_ms);
@@ -165,33 +187,56 @@ async function firstQuery(cluster: Cluster) {
   }
 }
 
-/** Part 2: a ~100 MB table, a baseline first query, then every local directory deleted and the tenant recovered. */
-async function benchRecovery(dir: string) {
-  const lake = `${dir}/lake`;
-  const before = await startCluster(`${dir}/before`, lake);
-  const loader = await startCompute(before);
+/** A ~100 MB table on a fresh cluster, a fresh compute's first query (baseline), a clean stop. */
+async function loadBig(dir: string, lake: Lake) {
+  const cluster = await startCluster(dir, lake);
+  const loader = await startCompute(cluster);
   const lsn_start = await walLsn(loader);
   const sql = connect(loader);
+  progress(`part 2 (${lake.name}): loading table big`);
   const started_ms = performance.now();
   await sql.unsafe(
     `create table big as select g, md5(g::text) || repeat('x', 200) as pad from generate_series(1, ${BIG_ROWS}) g`,
   );
   const load_ms = elapsedSince(started_ms);
-  const wal_bytes = Number(await walLsn(loader) - lsn_start);
+  const lsn_end = await walLsn(loader);
   const [{ size_bytes }] = await sql`select pg_database_size('postgres')::float8 as size_bytes`;
   await sql.end();
   await stopInOrder([loader]);
-  const baseline = await firstQuery(before);
-  await stopInOrder([baseline.compute, before.ps, ...before.sks]);
-  const lake_count = await countLake(lake);
-  await Deno.remove(`${dir}/before`, { recursive: true });
+  progress("baseline compute");
+  const baseline = await firstQuery(cluster);
+  await stopInOrder([baseline.compute, cluster.ps, ...cluster.sks]);
+  return { lsn_end, wal_bytes: Number(lsn_end - lsn_start), size_bytes: size_bytes as number, load_ms, baseline };
+}
 
-  const after = await startCluster(`${dir}/after`, lake);
-  const recovered = await firstQuery(after);
-  const total_ms = recovered.answered_ms - after.ps_spawned_ms;
-  const downloaded = after.ps.events.find((e) => e.event === "timeline_downloaded");
-  await stopInOrder([recovered.compute, after.ps, ...after.sks]);
-  return { size_bytes, wal_bytes, load_ms, lake_count, baseline, recovered, after, total_ms, downloaded };
+/** Fresh processes on empty directories with the same lake, timed from the pageserver's spawn to the first answer. */
+async function recover(dir: string, lake: Lake): Promise<Recovered> {
+  const cluster = await startCluster(dir, lake);
+  try {
+    const recovered = await firstQuery(cluster);
+    await stopInOrder([recovered.compute, cluster.ps, ...cluster.sks]);
+    const event = (name: string) => cluster.ps.events.find((e) => e.event === name);
+    return {
+      ps_listen_ms: cluster.ps_listen_ms,
+      first_query_ms: recovered.first_query_ms,
+      total_ms: recovered.answered_ms - cluster.ps_spawned_ms,
+      rows: recovered.rows,
+      layers: event("layers_downloaded"),
+      wal: event("timeline_wal_downloaded") ?? event("timeline_downloaded"),
+    };
+  } catch (error) {
+    await Promise.all(running.splice(0).map((p) => p.kill()));
+    return { error: String(error).slice(0, 300) };
+  }
+}
+
+/** Part 2: load and baseline, every local directory deleted, the tenant recovered from the lake. */
+async function benchRecovery(dir: string, lake: Lake) {
+  const loaded = await loadBig(`${dir}/before`, lake);
+  const lake_count = lake.remote.startsWith("file://") ? await countLake(lake.remote.slice(7)) : undefined;
+  await Deno.remove(`${dir}/before`, { recursive: true });
+  progress("local directories deleted; recovering from the lake");
+  return { ...loaded, lake_count, recovered: await recover(`${dir}/after`, lake) };
 }
 
 const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits });
@@ -202,49 +247,81 @@ function printTable(rows: [string, string][]): void {
   for (const [name, value] of rows) console.log(`${name.padEnd(width)}  ${value}`);
 }
 
-function lakeRows(label: string, wal_bytes: number, count: LakeCount): [string, string][] {
+function lakeRows(wal_bytes: number, count: LakeCount): [string, string][] {
   const per_gb = GB_BYTES / wal_bytes;
-  const rows: [string, string][] = [[`${label}: WAL written`, `${mb(wal_bytes)} MB`]];
+  const rows: [string, string][] = [["WAL written (LSN advance)", `${mb(wal_bytes)} MB`]];
   for (const kind of ["wal", "layer", "index", "claim", "other"] as const) {
     const { objects, bytes } = count[kind];
     if (kind === "other" && objects === 0) continue;
-    rows.push([
-      `${label}: ${kind} objects`,
-      `${objects} (${mb(bytes)} MB); per GB of WAL: ${fmt(objects * per_gb, 1)} objects, ${mb(bytes * per_gb)} MB`,
-    ]);
+    const scaled = `${fmt(objects * per_gb, 1)} objects, ${mb(bytes * per_gb)} MB`;
+    rows.push([`${kind} objects: count (MB); per GB of WAL`, `${objects} (${mb(bytes)} MB); ${scaled}`]);
   }
   return rows;
 }
 
+type Recovery = Awaited<ReturnType<typeof benchRecovery>>;
+
+function recoveryRows(r: Recovery): [string, string][] {
+  const base_ms = r.baseline.first_query_ms;
+  const rows: [string, string][] = [
+    ["database size / load time", `${mb(r.size_bytes)} MB / ${fmt(r.load_ms)} ms`],
+    ...(r.lake_count === undefined ? [] : lakeRows(r.wal_bytes, r.lake_count)),
+    ["baseline: compute spawn -> first count(*)", `${fmt(base_ms)} ms (${r.baseline.rows} rows)`],
+  ];
+  const x = r.recovered;
+  if ("error" in x) return [...rows, ["recovery FAILED", x.error]];
+  const layers = x.layers === undefined ? "-" : `${mb(Number(x.layers.bytes))} MB in ${x.layers.elapsed_ms} ms`;
+  return [
+    ...rows,
+    ["recovery: pageserver spawn -> listening", `${fmt(x.ps_listen_ms)} ms`],
+    ["recovery: layers downloaded (lazily, at attach)", layers],
+    ["recovery: compute spawn -> first count(*)", `${fmt(x.first_query_ms)} ms (${x.rows} rows)`],
+    ["recovery: pageserver spawn -> first answer", `${fmt(x.total_ms)} ms`],
+    ["ratio first count(*) recovered / baseline", `${fmt(x.first_query_ms / base_ms, 2)}x`],
+    ["ratio pageserver spawn -> answer / baseline", `${fmt(x.total_ms / base_ms, 2)}x`],
+    ["WAL end before the wipe / downloaded", `${formatLsn(r.lsn_end)} / ${x.wal?.wal_end ?? "-"}`],
+  ];
+}
+
+/** Interrupted (Ctrl-C, `timeout`): kill the children rather than leave them running. */
+function onSignal(): void {
+  for (const p of running) {
+    try {
+      p.child.kill("SIGKILL");
+    } catch { /* exited already */ }
+  }
+  Deno.exit(130);
+}
+
 async function main(): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tarn-bench-lake-" });
+  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, onSignal);
   try {
-    console.log(`# Lake benchmark (pgbench -s ${PGBENCH_SCALE}, -T ${PGBENCH_SECONDS}; table big: ${BIG_ROWS} rows)\n`);
-    const objects = await benchObjects(`${dir}/objects`);
-    const r = await benchRecovery(`${dir}/recovery`);
-    const base_ms = r.baseline.first_query_ms;
-    const rec_ms = r.recovered.first_query_ms;
+    const o = await benchObjects(`${dir}/objects`);
+    const file = await benchRecovery(`${dir}/recovery`, { name: "file", remote: `file://${dir}/recovery/lake` });
+    let s3: Recovery | undefined;
+    if ("error" in file.recovered) {
+      progress("recovery from file:// failed; once more with an S3 lake (s3rver)");
+      await withS3(async (env) => {
+        s3 = await benchRecovery(`${dir}/recovery-s3`, { name: "s3rver", remote: `s3://${BUCKET}/lake`, env });
+      });
+    }
+    console.log(`\n# Lake benchmark (pageservers with --gc-interval 1h)\n`);
+    console.log(`## 1. Lake objects under pgbench TPC-B (-s ${PGBENCH_SCALE}, -c 4, -T ${PGBENCH_SECONDS}), file://`);
     printTable([
-      [
-        "pgbench init / run / clean stop",
-        `${fmt(objects.init_ms)} / ${fmt(objects.run_ms)} / ${fmt(objects.stop_ms)} ms`,
-      ],
-      ["pgbench TPS (4 clients)", fmt(objects.tps, 1)],
-      ...lakeRows("pgbench", objects.wal_bytes, objects.lake_count),
-      ["layer compression ratio (page bytes / file bytes)", `${fmt(objects.compression_ratio, 2)}x`],
-      ["  (time to decode every layer block)", `${fmt(objects.ratio_ms)} ms`],
-      ["recovery: database size / load time", `${mb(r.size_bytes)} MB / ${fmt(r.load_ms)} ms`],
-      ...lakeRows("big table", r.wal_bytes, r.lake_count),
-      ["baseline: compute spawn -> first count(*)", `${fmt(base_ms)} ms (${r.baseline.rows} rows)`],
-      ["recovery: pageserver spawn -> listening", `${fmt(r.after.ps_listen_ms)} ms`],
-      ["recovery: compute spawn -> first count(*)", `${fmt(rec_ms)} ms (${r.recovered.rows} rows)`],
-      ["recovery: pageserver spawn -> first answer", `${fmt(r.total_ms)} ms`],
-      ["ratio first query recovered / baseline", `${fmt(rec_ms / base_ms, 2)}x`],
-      ["ratio pageserver spawn -> answer / baseline", `${fmt(r.total_ms / base_ms, 2)}x`],
-      ["recovered timeline", JSON.stringify(r.downloaded ?? "no timeline_downloaded event")],
+      ["pgbench -i / run / clean stop", `${fmt(o.init_ms)} / ${fmt(o.run_ms)} / ${fmt(o.stop_ms)} ms`],
+      ["pgbench TPS (4 clients)", fmt(o.tps, 1)],
+      ...lakeRows(o.wal_bytes, o.lake_count),
+      ["layer compression (page bytes / file bytes)", `${fmt(o.compression_ratio, 2)}x (${fmt(o.ratio_ms)} ms)`],
     ]);
+    console.log(`\n## 2. Disaster recovery, ${BIG_ROWS} rows in table big, file://`);
+    printTable(recoveryRows(file));
+    if (s3 === undefined) return;
+    console.log(`\n## 2b. The same with an S3 lake (s3rver, in this process)`);
+    printTable(recoveryRows(s3));
   } finally {
     await Promise.all(running.map((p) => p.kill())); // only what an error left running
+    for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, onSignal);
     await Deno.remove(dir, { recursive: true });
   }
 }

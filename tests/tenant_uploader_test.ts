@@ -6,6 +6,7 @@ import { CorruptDataError } from "../src/errors.ts";
 import { decodeIndex, type TimelineIndex } from "../src/pageserver/remote_index.ts";
 import { downloadTenant } from "../src/pageserver/tenant_download.ts";
 import { TenantUploader } from "../src/pageserver/tenant_uploader.ts";
+import { LsnLeases } from "../src/pageserver/lsn_leases.ts";
 import { LocalStorage, RetryingStorage } from "../src/remote_storage/mod.ts";
 import { BranchCatalog } from "../src/storage/branch_catalog.ts";
 import { newTimelineId, writeTenantFile } from "../src/tenant_file.ts";
@@ -158,3 +159,16 @@ Deno.test("lake: the store failing every request for a while loses nothing, and 
     await new TenantUploader(lake, "acme", `${dir}/b`, "node-b", quiet).ensureLocal(ids.main);
     for (const name of names) ok(await Deno.stat(`${dir}/b/timelines/${ids.main}/${name}`));
   }));
+
+Deno.test("lake: LSN leases last their time, a renewal extends one, and each timeline has its own", () => {
+  const leases = new LsnLeases();
+  leases.grant("a", 100n, 1000, 0);
+  leases.grant("a", 200n, 5000, 0);
+  leases.grant("b", 300n, 1000, 0);
+  deepEqual(leases.current("a", 500).sort(), [100n, 200n]);
+  deepEqual(leases.current("a", 1000), [200n], "expired at its time");
+  equal(leases.grant("a", 200n, 100, 1000).getTime(), 5000, "a shorter renewal keeps the later expiry");
+  equal(leases.grant("a", 200n, 9000, 1000).getTime(), 10_000);
+  deepEqual(leases.current("b", 999), [300n]);
+  deepEqual(leases.current("c"), []);
+});

@@ -4,9 +4,10 @@
  *
  * @module
  */
-import { formatLsn } from "../lsn.ts";
+import { formatLsn, parseLsn } from "../lsn.ts";
 import { type AdminRequest, parseAdminRequest, runAdmin } from "../branch_admin.ts";
 import type { TenantConfig } from "./tenant_config.ts";
+import { parseDuration } from "../duration.ts";
 import { PageserverError } from "./pageserver_error.ts";
 import type { PageserverMetrics } from "./metrics.ts";
 import type { TenantRegistry } from "./tenant_registry.ts";
@@ -150,6 +151,16 @@ async function route(r: HttpRequest, ctx: HttpContext): Promise<HttpAnswer> {
           wal_needed_lsn: formatLsn(run.wal_needed_lsn),
         })),
       };
+    }
+    case "POST /v1/tenants/*/branches/*/lease": {
+      const body = (r.body ?? {}) as { lsn?: unknown; ttl?: unknown };
+      const ttl_ms = typeof body.ttl === "string" ? parseDuration(body.ttl) : undefined;
+      if (typeof body.lsn !== "string" || ttl_ms === undefined) {
+        return { status: 400, body: { error: `the body must be {"lsn": "X/Y", "ttl": "10m"}` } };
+      }
+      const tenant = await ctx.registry.get(tenantName);
+      const { expires_at } = await tenant.lease(parts[4], parseLsn(body.lsn), ttl_ms);
+      return { status: 200, body: { lsn: body.lsn, expires_at: expires_at.toISOString() } };
     }
     case "POST /v1/tenants/*/admin":
       return await admin(ctx, tenantName, r.body);

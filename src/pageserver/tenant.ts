@@ -36,6 +36,7 @@ import { PageserverError } from "./pageserver_error.ts";
 import { type Ownership, TimelineOwners, type Writer } from "./timeline_owners.ts";
 import type { TenantUploader } from "./tenant_uploader.ts";
 import { parseConfigChange, readTenantConfig, type TenantConfig, writeTenantConfig } from "./tenant_config.ts";
+import { LsnLeases } from "./lsn_leases.ts";
 import { collectTenant, type GcMemory, type GcOutcome } from "./tenant_gc.ts";
 import { type StorageReport, storageReport } from "./storage_report.ts";
 
@@ -62,6 +63,7 @@ export class Tenant {
   #uploading: Promise<void> | undefined;
   #config: TenantConfig = { format_version: 1, pitr_ms: 0 };
   readonly #gc_memory = new Map<string, GcMemory>();
+  readonly #leases = new LsnLeases();
   #dir = "";
   #catalog: BranchCatalog;
   #collecting: Promise<unknown> = Promise.resolve();
@@ -149,6 +151,7 @@ export class Tenant {
         timelines: this.timelines,
         pitr_ms: this.#config.pitr_ms,
         memory: this.#gc_memory,
+        leases: (timeline_id) => this.#leases.current(timeline_id),
         uploader: this.#uploader,
         log: this.#log,
       }, force)
@@ -160,6 +163,18 @@ export class Tenant {
     const run = this.#collecting.then(step);
     this.#collecting = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * Keeps `lsn` on `branch` readable for `ttl_ms` from now (a read-only compute or a replica reading there): GC keeps
+   * an image there and the WAL from the redo point it sees. Renewing extends it. Refused below the GC cutoff.
+   */
+  lease(branch: string, lsn: Lsn, ttl_ms: number): Promise<{ expires_at: Date }> {
+    return this.#serially(async () => {
+      const { timeline_id } = this.manager.get(branch);
+      (await this.timelines.open(timeline_id)).pages.checkReadable(lsn);
+      return { expires_at: this.#leases.grant(timeline_id, lsn, ttl_ms) };
+    });
   }
 
   /** Starts an upload of what changed since the last one, unless one runs; a failure is logged and retried later. */

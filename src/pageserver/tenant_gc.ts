@@ -33,6 +33,7 @@ export type GcMemory = { scan_from_lsn: Lsn; horizon_lsn: Lsn; bytes_after: numb
 export async function collectTimeline(
   storage: TimelineStorage,
   children: Child[],
+  leased_lsns: Lsn[],
   pitr_ms: number,
   now_ms: number,
   memory: GcMemory,
@@ -57,9 +58,10 @@ export async function collectTimeline(
   const worth = bytes >= MIN_GC_BYTES && bytes >= 2 * memory.bytes_after ||
     moved >= MIN_GC_WAL_BYTES && moved >= memory.bytes_after;
   if (!force && !worth) return undefined;
-  const { bytes_before, bytes_after } = await pages.gc(horizon_lsn, children.map((c) => c.branch_lsn));
+  const keep_lsns = [...children.map((c) => c.branch_lsn), ...leased_lsns];
+  const { bytes_before, bytes_after } = await pages.gc(horizon_lsn, keep_lsns);
   memory.bytes_after = bytes_after;
-  const wal_needed_lsn = await walNeededFrom(storage, children);
+  const wal_needed_lsn = await walNeededFrom(storage, children, leased_lsns);
   wal.own.retainFrom(wal_needed_lsn);
   return { horizon_lsn, bytes_before, bytes_after, wal_needed_lsn };
 }
@@ -79,12 +81,15 @@ function redoAt(pages: TimelineStorage["pages"], lsn: Lsn): Lsn | undefined {
  * never wrote gets its share copied into its own log (from the start of the segment of the redo point its branch
  * point sees: recovery reads that segment's first page), so that this timeline need not keep it.
  */
-export async function walNeededFrom(storage: TimelineStorage, children: Child[]): Promise<Lsn> {
+export async function walNeededFrom(storage: TimelineStorage, children: Child[], leased_lsns: Lsn[]): Promise<Lsn> {
   const { pages, wal } = storage;
   let needed = pages.gc_cutoff_lsn;
-  const head_redo = redoAt(pages, LSN_MAX);
-  if (head_redo === undefined) return 0n;
-  if (head_redo < needed) needed = head_redo;
+  // A compute starting at the head, or read-only at a leased LSN, replays from the redo point it sees.
+  for (const lsn of [LSN_MAX, ...leased_lsns]) {
+    const redo = redoAt(pages, lsn);
+    if (redo === undefined) return 0n;
+    if (redo < needed) needed = redo;
+  }
   for (const child of children) {
     // The child's newest checkpoint: its own, or ours at its branch point while it never made one.
     const redo = redoAt(child.storage.pages, LSN_MAX) ?? 0n;
@@ -110,6 +115,8 @@ export type TenantGcContext = {
   pitr_ms: number;
   /** Per-timeline memory between runs, kept by the tenant. */
   memory: Map<string, GcMemory>;
+  /** The LSNs leased on each timeline (read-only computes, replicas): kept readable below the horizon. */
+  leases: (timeline_id: string) => Lsn[];
   uploader: TenantUploader | undefined;
   log: Logger;
 };
@@ -134,7 +141,8 @@ export async function collectTenant(
     for (const child of ctx.catalog.children(branch.timeline_id)) {
       children.push({ branch_lsn: child.branch_lsn, storage: await ctx.timelines.open(child.timeline_id) });
     }
-    const outcome = await collectTimeline(storage, children, ctx.pitr_ms, Date.now(), memory, force);
+    const leased = ctx.leases(branch.timeline_id);
+    const outcome = await collectTimeline(storage, children, leased, ctx.pitr_ms, Date.now(), memory, force);
     if (outcome === undefined) continue;
     await ctx.uploader?.deleteWalBelow(
       ctx.file.timeline_id,

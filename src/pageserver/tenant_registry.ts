@@ -112,8 +112,9 @@ export class TenantRegistry {
     this.#tenants.delete(name);
     await tenant.timelines.closeAll();
     await Deno.remove(`${this.#dir}/tenants/${name}`, { recursive: true });
-    for (const key of this.#remote === undefined ? [] : await this.#remote.list(tenantPrefix(name))) {
-      await this.#remote!.delete(key);
+    const prefixes = [tenantPrefix(name), `wal/${tenant.file.timeline_id}/`];
+    for (const prefix of this.#remote === undefined ? [] : prefixes) {
+      for (const key of await this.#remote!.list(prefix)) await this.#remote!.delete(key);
     }
     this.#log("tenant_deleted", { tenant: name });
   }

@@ -11,6 +11,7 @@ import type { Logger } from "../logger.ts";
 import { formatLsn, type Lsn, parseLsn } from "../lsn.ts";
 import type { RemoteStorage } from "../remote_storage/mod.ts";
 import { GC_STATE_FILE } from "../storage/gc_state.ts";
+import { encodeWalHorizon, walHorizonKey } from "../replication/wal_horizon.ts";
 import { fetchLayers, newestTimelineIndex } from "./tenant_download.ts";
 import {
   claimGeneration,
@@ -46,6 +47,8 @@ export class TenantUploader {
   /** Set once a newer generation is seen: this pageserver no longer owns the tenant in the lake. */
   #superseded = false;
   #tenant_files = "";
+  /** The tenant's id (its root timeline): its safekeepers' WAL is under `wal/<tenant_id>/` in the lake. */
+  #tenant_id: string | undefined;
   /** The last index uploaded (or found) per timeline. */
   readonly #indexes = new Map<string, TimelineIndex>();
   #chain: Promise<unknown> = Promise.resolve();
@@ -138,6 +141,7 @@ export class TenantUploader {
     }
     if (this.#superseded) return;
     const files = await this.#readTenantFiles();
+    if (files["tarn.json"] !== undefined) this.#tenant_id = JSON.parse(files["tarn.json"]).tenant?.timeline_id;
     const text = JSON.stringify(files);
     if (text !== this.#tenant_files && !await this.#checkSuperseded()) {
       const index: TenantIndex = { format_version: REMOTE_INDEX_FORMAT_VERSION, generation: this.#generation, files };
@@ -227,6 +231,10 @@ export class TenantUploader {
     if (await this.#checkSuperseded()) return;
     await this.#store.put(timelineIndexKey(this.#tenant, timeline_id, this.#generation), encodeIndex(index));
     this.#indexes.set(timeline_id, index);
+    // The safekeepers may now let go of their local WAL below what the lake holds of this timeline.
+    if (this.#tenant_id !== undefined) {
+      await this.#store.put(walHorizonKey(this.#tenant_id, timeline_id), encodeWalHorizon(disk_consistent_lsn));
+    }
     this.#log("timeline_uploaded", {
       tenant: this.#tenant,
       timeline_id,
@@ -277,7 +285,12 @@ export class TenantUploader {
       const timeline_id = key.slice(prefix.length).split("/")[0];
       if (keep.has(timeline_id) || await this.#checkSuperseded()) continue;
       await this.#store.delete(key);
-      this.#indexes.delete(timeline_id);
+      if (this.#indexes.delete(timeline_id) && this.#tenant_id !== undefined) {
+        // The deleted branch's WAL, as its safekeepers offloaded it, goes too.
+        for (const wal of await this.#store.list(`wal/${this.#tenant_id}/${timeline_id}/`)) {
+          await this.#store.delete(wal);
+        }
+      }
     }
   }
 }

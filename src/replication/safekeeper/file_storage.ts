@@ -122,6 +122,11 @@ export class FileSafekeeperStorage implements SafekeeperStorage {
     this.#wal.append(lsn, new Uint8Array(0));
   }
 
+  /** Deletes the segment files wholly below `lsn`. */
+  removeWalBefore(lsn: Lsn): void {
+    this.#wal.retainFrom(lsn);
+  }
+
   /** fsyncs the WAL; a failure leaves the log refusing every later flush. */
   syncWal(): Promise<Lsn> {
     return this.#wal.flush();

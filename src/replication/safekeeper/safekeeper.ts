@@ -112,6 +112,12 @@ export class Safekeeper {
     return this.#storage.readWal(lsn_start, lsn_end);
   }
 
+  /** Lets go of the WAL below `lsn`, which must be committed and durable here (the lake and its readers have it). */
+  removeWalBefore(lsn: Lsn): void {
+    assert(lsn <= this.commit_lsn && lsn <= this.flush_lsn, "removing WAL that is not committed and durable");
+    if (lsn > this.#storage.wal_start_lsn) this.#storage.removeWalBefore(lsn);
+  }
+
   /** The first LSN of the WAL it holds. */
   get wal_start_lsn(): Lsn {
     return this.#storage.wal_start_lsn;

@@ -42,6 +42,13 @@ class WalImage {
     this.end_lsn = lsn;
   }
 
+  /** Drops the bytes below `lsn` (within the image). */
+  dropBefore(lsn: Lsn): void {
+    assert(lsn >= this.start_lsn && lsn <= this.end_lsn, `drop below ${formatLsn(lsn)}`);
+    this.bytes = this.bytes.slice(Number(lsn - this.start_lsn));
+    this.start_lsn = lsn;
+  }
+
   slice(lsn_start: Lsn, lsn_end: Lsn): Uint8Array {
     return this.bytes.subarray(Number(lsn_start - this.start_lsn), Number(lsn_end - this.start_lsn));
   }
@@ -196,6 +203,13 @@ export class SimStorage implements SafekeeperStorage {
     this.volatile.cut(lsn);
     this.lowest_cut_lsn = minLsn(this.lowest_cut_lsn, lsn);
     this.#flush_lsn = minLsn(this.#flush_lsn, lsn);
+  }
+
+  /** Drops the WAL below `lsn` in memory and on the disk. */
+  removeWalBefore(lsn: Lsn): void {
+    assert(lsn <= this.#flush_lsn, "removing WAL that is not durable");
+    if (lsn > this.volatile.start_lsn) this.volatile.dropBefore(lsn);
+    if (lsn > this.#disk.wal.start_lsn && lsn <= this.#disk.wal.end_lsn) this.#disk.wal.dropBefore(lsn);
   }
 
   /** Copies what changed since the last sync to the disk. */

@@ -41,6 +41,11 @@ export interface SafekeeperStorage {
   writeWal(lsn_start: Lsn, bytes: Uint8Array): void;
   /** Cuts the WAL at `lsn` (between `wal_start_lsn` and `wal_end_lsn`; any LSN when empty: it starts there). */
   truncateWal(lsn: Lsn): void;
+  /**
+   * Lets go of the WAL below `lsn` (at most the durable, committed end): it is in the lake, and no reader needs it
+   * from here. Files go a whole segment at a time, so `wal_start_lsn` may stay below `lsn`.
+   */
+  removeWalBefore(lsn: Lsn): void;
   /** Makes every write and truncation durable; resolves with the durable end. */
   syncWal(): Promise<Lsn>;
   /** The WAL of [lsn_start, lsn_end), which must lie within [wal_start_lsn, wal_end_lsn]. */

@@ -17,6 +17,7 @@ import { formatLsn, type Lsn } from "../../lsn.ts";
 import type { Logger } from "../../logger.ts";
 import type { RemoteStorage } from "../../remote_storage/mod.ts";
 import type { Safekeeper } from "./safekeeper.ts";
+import { decodeWalHorizon, walHorizonKey } from "../wal_horizon.ts";
 
 /** The object format's version. */
 export const OFFLOAD_FORMAT_VERSION = 1;
@@ -24,6 +25,8 @@ const MAGIC = 0x4f535754; // "TWSO" little-endian
 const HEADER_BYTES = 32;
 /** Segments uploaded per tick, across timelines: a bound on the work (and memory) of one tick. */
 const MAX_SEGMENTS_PER_TICK = 4;
+/** A timeline's WAL horizon in the lake is read every this many ticks (the pageserver moves it every second or so). */
+const HORIZON_EVERY_TICKS = 10;
 
 /** A timeline a safekeeper serves, as the offloader reads it. */
 export type OffloadedTimeline = {
@@ -81,6 +84,7 @@ export class WalOffloader {
   readonly #next = new Map<string, bigint>();
   /** The end of the WAL uploaded, by `tenant/timeline`. */
   readonly #uploaded = new Map<string, Lsn>();
+  #ticks = 0;
 
   /**
    * @param store where segments go
@@ -100,9 +104,27 @@ export class WalOffloader {
   async tick(timelines: OffloadedTimeline[]): Promise<void> {
     let budget = MAX_SEGMENTS_PER_TICK;
     for (const t of timelines) {
-      if (budget <= 0) return;
+      if (budget <= 0) break;
       budget -= await this.#offload(t, budget);
     }
+    if (this.#ticks++ % HORIZON_EVERY_TICKS !== 0) return;
+    for (const t of timelines) await this.#removeBelowHorizon(t);
+  }
+
+  /**
+   * Deletes local WAL below min(what the pageserver holds in the lake, what this safekeeper uploaded, its commit
+   * LSN): no compute or pageserver asks a safekeeper for it again, and the lake has it.
+   */
+  async #removeBelowHorizon(t: OffloadedTimeline): Promise<void> {
+    const key = walHorizonKey(t.tenant_id, t.timeline_id);
+    const object = await this.#store.get(key);
+    if (object === undefined) return;
+    let keep = decodeWalHorizon(key, object);
+    const uploaded = this.uploadedLsn(t.tenant_id, t.timeline_id);
+    for (const lsn of [uploaded, t.safekeeper.commit_lsn, t.safekeeper.flush_lsn]) if (lsn < keep) keep = lsn;
+    if (keep - t.safekeeper.wal_start_lsn < BigInt(t.segment_size)) return; // files go a segment at a time
+    t.safekeeper.removeWalBefore(keep);
+    this.#log("wal_removed", { tenant_id: t.tenant_id, timeline_id: t.timeline_id, below: formatLsn(keep) });
   }
 
   async #offload(t: OffloadedTimeline, budget: number): Promise<number> {

@@ -33,15 +33,6 @@ const TEMP_FILE = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 type Lake = { name: string; remote: string; env?: Record<string, string> };
 type Cluster = { sks: TarnProcess[]; ps: TarnProcess; ps_spawned_ms: number; ps_listen_ms: number };
 type Kind = "wal" | "layer" | "index" | "claim" | "other";
-type LogEvent = Record<string, unknown> | undefined;
-type Recovered = {
-  ps_listen_ms: number;
-  first_query_ms: number;
-  total_ms: number;
-  rows: number;
-  layers: LogEvent;
-  wal: LogEvent;
-} | { error: string };
 type LakeCount = Record<Kind, { objects: number; bytes: number }> & { layer_paths: string[] };
 
 /** Every process still running: stopped in order on success, killed on error. */
@@ -210,33 +201,39 @@ async function loadBig(dir: string, lake: Lake) {
 }
 
 /** Fresh processes on empty directories with the same lake, timed from the pageserver's spawn to the first answer. */
-async function recover(dir: string, lake: Lake): Promise<Recovered> {
+async function recover(dir: string, lake: Lake) {
   const cluster = await startCluster(dir, lake);
+  const recovered = await firstQuery(cluster);
+  await stopInOrder([recovered.compute, cluster.ps, ...cluster.sks]);
+  const event = (name: string) => cluster.ps.events.find((e) => e.event === name);
+  return {
+    ps_listen_ms: cluster.ps_listen_ms,
+    first_query_ms: recovered.first_query_ms,
+    total_ms: recovered.answered_ms - cluster.ps_spawned_ms,
+    rows: recovered.rows,
+    layers: event("layers_downloaded"),
+    wal: event("timeline_wal_downloaded") ?? event("timeline_downloaded"),
+  };
+}
+
+/** Runs `step`; a failure kills what it left running and comes back as its message, so the other figures print. */
+async function attempt<T>(step: () => Promise<T>): Promise<T | { error: string }> {
   try {
-    const recovered = await firstQuery(cluster);
-    await stopInOrder([recovered.compute, cluster.ps, ...cluster.sks]);
-    const event = (name: string) => cluster.ps.events.find((e) => e.event === name);
-    return {
-      ps_listen_ms: cluster.ps_listen_ms,
-      first_query_ms: recovered.first_query_ms,
-      total_ms: recovered.answered_ms - cluster.ps_spawned_ms,
-      rows: recovered.rows,
-      layers: event("layers_downloaded"),
-      wal: event("timeline_wal_downloaded") ?? event("timeline_downloaded"),
-    };
+    return await step();
   } catch (error) {
     await Promise.all(running.splice(0).map((p) => p.kill()));
-    return { error: String(error).slice(0, 300) };
+    return { error: String(error).replaceAll("\n", " ").slice(0, 300) };
   }
 }
 
 /** Part 2: load and baseline, every local directory deleted, the tenant recovered from the lake. */
 async function benchRecovery(dir: string, lake: Lake) {
-  const loaded = await loadBig(`${dir}/before`, lake);
+  const loaded = await attempt(() => loadBig(`${dir}/before`, lake));
+  if ("error" in loaded) return loaded;
   const lake_count = lake.remote.startsWith("file://") ? await countLake(lake.remote.slice(7)) : undefined;
   await Deno.remove(`${dir}/before`, { recursive: true });
   progress("local directories deleted; recovering from the lake");
-  return { ...loaded, lake_count, recovered: await recover(`${dir}/after`, lake) };
+  return { ...loaded, lake_count, recovered: await attempt(() => recover(`${dir}/after`, lake)) };
 }
 
 const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits });
@@ -262,6 +259,7 @@ function lakeRows(wal_bytes: number, count: LakeCount): [string, string][] {
 type Recovery = Awaited<ReturnType<typeof benchRecovery>>;
 
 function recoveryRows(r: Recovery): [string, string][] {
+  if ("error" in r) return [["load or baseline FAILED", r.error]];
   const base_ms = r.baseline.first_query_ms;
   const rows: [string, string][] = [
     ["database size / load time", `${mb(r.size_bytes)} MB / ${fmt(r.load_ms)} ms`],
@@ -300,7 +298,7 @@ async function main(): Promise<void> {
     const o = await benchObjects(`${dir}/objects`);
     const file = await benchRecovery(`${dir}/recovery`, { name: "file", remote: `file://${dir}/recovery/lake` });
     let s3: Recovery | undefined;
-    if ("error" in file.recovered) {
+    if ("error" in file || "error" in file.recovered) {
       progress("recovery from file:// failed; once more with an S3 lake (s3rver)");
       await withS3(async (env) => {
         s3 = await benchRecovery(`${dir}/recovery-s3`, { name: "s3rver", remote: `s3://${BUCKET}/lake`, env });

@@ -11,7 +11,7 @@ import { loadArtifacts } from "./compute/engine.ts";
 import { type Fork, ForkPool } from "./fork_pool.ts";
 import { DirLock } from "./dir_lock.ts";
 import { type BranchInfo, BranchManager, type BranchStart, MAIN } from "./branch_manager.ts";
-import { ClosedError } from "./errors.ts";
+import { ClosedError, ConfigurationError } from "./errors.ts";
 import { formatLsn } from "./lsn.ts";
 import type { BranchAt } from "./replication/branch_point.ts";
 import { BranchCatalog } from "./storage/branch_catalog.ts";
@@ -24,6 +24,8 @@ import {
 } from "./tenant_file.ts";
 import { closeStorage, Timelines, walQuorum } from "./timelines.ts";
 import type { Logger } from "./logger.ts";
+import { EmbeddedLake } from "./embedded_lake.ts";
+import { openRemoteStorage, type RemoteStorage } from "./remote_storage/mod.ts";
 
 /** Tuning knobs; the defaults suit tests and small databases. */
 export type TarnOptions = {
@@ -54,12 +56,33 @@ export type TarnOptions = {
   election_timeout_ms?: number;
   /** Structured events (safekeeper connections, elections, commits waiting for a majority). Default: none. */
   log?: Logger;
+  /**
+   * The lake (`file:///path` or `s3://bucket/prefix`, S3 configured by the AWS environment variables): layers,
+   * indexes and the WAL are uploaded as they are written, and a directory opened empty is filled from it. Needs a
+   * directory. Default: none, the directory is the only copy.
+   */
+  remote?: string;
 };
 
 export type { BranchInfo, BranchStart };
 
 /** How {@linkcode Tarn.connect} reaches a branch: its head (read-write), or read-only at a past point. */
 export type ConnectOptions = { at?: BranchAt; readOnly?: boolean };
+
+const quiet: Logger = () => {};
+
+/** The lake `options.remote` names, if any; it needs a directory. */
+function openLake(
+  dir: string | undefined,
+  options: TarnOptions,
+): { store: RemoteStorage; sync: EmbeddedLake } | undefined {
+  if (options.remote === undefined) return undefined;
+  if (dir === undefined) {
+    throw new ConfigurationError("an in-memory database cannot have a remote: give Tarn.open a directory");
+  }
+  const store = openRemoteStorage(options.remote, { log: options.log });
+  return { store, sync: new EmbeddedLake(store, dir, options.log ?? quiet) };
+}
 
 /** Each page store's cache of decompressed blocks, by default. */
 const BLOCK_CACHE_BYTES = 4 * 1024 * 1024;
@@ -78,6 +101,7 @@ export class Tarn {
   readonly #compute_idle_ms: number;
   readonly #forks: ForkPool;
   #closed = false;
+  readonly #lake: { store: RemoteStorage; sync: EmbeddedLake } | undefined;
 
   private constructor(
     parts: {
@@ -87,8 +111,10 @@ export class Tarn {
       timelines: Timelines;
       options: ComputeOptions;
       compute_idle_ms: number;
+      lake?: { store: RemoteStorage; sync: EmbeddedLake };
     },
   ) {
+    this.#lake = parts.lake;
     this.#compute_idle_ms = parts.compute_idle_ms;
     this.#dir = parts.dir;
     this.#lock = parts.lock;
@@ -123,7 +149,27 @@ export class Tarn {
   }
 
   static async #openLocked(dir: string | undefined, options: TarnOptions, lock: DirLock | undefined): Promise<Tarn> {
+    const lake = openLake(dir, options);
+    try {
+      return await Tarn.#openWithLake(dir, options, lock, lake);
+    } catch (error) {
+      lake?.store.close();
+      throw error;
+    }
+  }
+
+  static async #openWithLake(
+    dir: string | undefined,
+    options: TarnOptions,
+    lock: DirLock | undefined,
+    lake: { store: RemoteStorage; sync: EmbeddedLake } | undefined,
+  ): Promise<Tarn> {
     let tenant = dir === undefined ? undefined : await readTenantFile(dir);
+    if (
+      tenant === undefined && lake !== undefined && await EmbeddedLake.restore(lake.store, dir!, options.log ?? quiet)
+    ) {
+      tenant = await readTenantFile(dir!);
+    }
     const fresh = tenant === undefined;
     if (tenant === undefined) {
       if (dir !== undefined) await removeUnfinished(dir, []);
@@ -146,12 +192,12 @@ export class Tarn {
       await pages.flush(await wal.flush());
       if (quorum !== undefined) await bootstrap.closeAll();
       if (dir !== undefined) await writeTenantFile(dir, config);
-      if (quorum === undefined) return await Tarn.#start(dir, lock, catalog, bootstrap, config, options);
+      if (quorum === undefined) return await Tarn.#start(dir, lock, catalog, bootstrap, config, options, lake);
     } else if (dir !== undefined) {
       await removeUnfinished(dir, catalog.list().map((b) => b.timeline_id));
     }
     const timelines = new Timelines(dir, config.segment_size, catalog, block_cache_bytes, quorum);
-    return await Tarn.#start(dir, lock, catalog, timelines, config, options);
+    return await Tarn.#start(dir, lock, catalog, timelines, config, options, lake);
   }
 
   static async #start(
@@ -161,7 +207,9 @@ export class Tarn {
     timelines: Timelines,
     config: TenantFile,
     options: TarnOptions,
+    lake: { store: RemoteStorage; sync: EmbeddedLake } | undefined,
   ): Promise<Tarn> {
+    lake?.sync.attach(timelines, catalog, config.timeline_id, config.segment_size);
     const compute_options: ComputeOptions = {
       segment_size: config.segment_size,
       checkpoint_wal_bytes: options.checkpoint_wal_bytes ?? 16 * 1024 * 1024,
@@ -172,10 +220,11 @@ export class Tarn {
       log: options.log,
     };
     const compute_idle_ms = options.compute_idle_ms ?? 0;
-    const tarn = new Tarn({ dir, lock, catalog, timelines, options: compute_options, compute_idle_ms });
+    const tarn = new Tarn({ dir, lock, catalog, timelines, options: compute_options, compute_idle_ms, lake });
     try {
       await tarn.#compute(MAIN);
     } catch (error) {
+      await lake?.sync.close().catch(() => {});
       await timelines.closeAll(); // the caller releases the lock; nothing stays open
       throw error;
     }
@@ -314,7 +363,10 @@ export class Tarn {
     for (const compute of this.#read_only) await compute.stop();
     await this.#forks.close();
     for (const name of [...this.#computes.keys()]) await this.#stopCompute(name);
+    // A clean close leaves the lake holding everything durable here.
+    await this.#lake?.sync.close().catch((error) => this.#options.log?.("upload_failed", { error: String(error) }));
     await this.#timelines.closeAll();
+    this.#lake?.store.close();
     await this.#lock?.release();
   }
 

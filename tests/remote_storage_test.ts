@@ -48,8 +48,12 @@ storeTest("remote storage: a local directory keeps the contract", () =>
     await contract(store);
     store.close();
     // Objects are plain files; an unfinished put's temporary file is not an object.
-    await Deno.writeFile(`${dir}/lake/tenants/b/index.123.partial`, bytes(3, 0));
+    await Deno.writeFile(`${dir}/lake/tenants/b/index.${crypto.randomUUID()}.partial`, bytes(3, 0));
     deepEqual(await new LocalStorage(`${dir}/lake`).list("tenants/b/"), ["tenants/b/index"]);
+    // A key may end with ".partial" itself (an unsealed WAL segment's does): it is an object.
+    const again = new LocalStorage(`${dir}/lake`);
+    await again.put("wal/t/l/0000000000000002.partial", bytes(4, 1));
+    deepEqual(await again.list("wal/"), ["wal/t/l/0000000000000002.partial"]);
   }));
 
 storeTest("remote storage: S3 (s3rver) keeps the contract, under a prefix", () =>

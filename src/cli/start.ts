@@ -22,6 +22,8 @@ export const START_HELP = `tarn start: serve PostgreSQL (wire protocol v3) on em
                       half as much again for decompressed storage blocks
   --safekeepers LIST  HOST:PORT,HOST:PORT,...: a commit returns once a majority of these safekeepers
                       (tarn safekeeper) has fsynced its WAL; without it, the WAL is fsynced locally
+  --remote URL        the lake: file:///path or s3://bucket/prefix (AWS_* environment for S3); layers, indexes
+                      and WAL are uploaded as written, and an empty --data is filled from it at start
   --suspend-after D   stop a branch's compute (not main's) after D with no connection (30s, 5m; 0: at once;
                       default 60s); its next connection starts it again
   --log-format F      text (default) or json: one JSON object a line
@@ -45,6 +47,7 @@ export async function start(args: string[]): Promise<void> {
     "--page-cache-mb": (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 65536,
     "--safekeepers": (v) => v.split(",").every((address) => /^.+:\d{1,5}$/.test(address)),
     "--suspend-after": (v) => parseDuration(v) !== undefined,
+    "--remote": (v) => /^(file|s3):\/\/./.test(v),
   });
   const host = flagValue(flags, "--host", "127.0.0.1");
   const password = await readPassword(flags["--password-file"]);
@@ -67,6 +70,7 @@ export async function start(args: string[]): Promise<void> {
       page_cache_pages,
       block_cache_bytes,
       safekeepers,
+      lake: typeof flags["--remote"] === "string" ? flags["--remote"] : undefined,
     },
     log,
   );

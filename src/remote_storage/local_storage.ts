@@ -6,8 +6,10 @@
  */
 import { assertKey, assertPrefix, type RemoteStorage, RemoteStorageError } from "./remote_storage.ts";
 
-/** Temporary files of unfinished puts end with this; listings skip them. */
+/** Temporary files of unfinished puts end with this, after a UUID; listings skip them. */
 const PARTIAL = ".partial";
+/** A temporary file's name: `<key>.<uuid>.partial` (a key may end with `.partial` itself: a WAL segment's does). */
+const TEMPORARY = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.partial$/;
 /** The most files a listing walks: a guard against a runaway tree. */
 const MAX_LISTED = 10_000_000;
 
@@ -63,7 +65,7 @@ export class LocalStorage implements RemoteStorage {
         for await (const entry of Deno.readDir(dir === "" ? this.#dir : `${this.#dir}/${dir}`)) {
           const key = dir === "" ? entry.name : `${dir}/${entry.name}`;
           if (entry.isDirectory) pending.push(key);
-          else if (entry.isFile && !key.endsWith(PARTIAL) && key.startsWith(prefix)) keys.push(key);
+          else if (entry.isFile && !TEMPORARY.test(key) && key.startsWith(prefix)) keys.push(key);
           if (keys.length > MAX_LISTED) throw new Error(`more than ${MAX_LISTED} objects`);
         }
       } catch (error) {

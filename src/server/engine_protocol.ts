@@ -28,6 +28,8 @@ export type EngineOpenOptions = {
   block_cache_bytes?: number;
   /** Safekeepers (`HOST:PORT`) for the WAL; none: local fsyncs. */
   safekeepers?: string[];
+  /** The lake of an embedded database (`tarn start --remote URL`, `TarnOptions.remote`). */
+  lake?: string;
   /** Serve a tenant of a pageserver (`tarn compute`) instead of a data directory. */
   remote?: {
     pageserver: string;

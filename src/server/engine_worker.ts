@@ -113,6 +113,7 @@ async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
       page_cache_pages: options.page_cache_pages,
       block_cache_bytes: options.block_cache_bytes,
       safekeepers: options.safekeepers,
+      remote: options.lake,
       log,
     })
     : await RemoteTenant.open({

@@ -283,12 +283,12 @@ export class TimelineRegistry {
   }
 
   /** The healthy open timelines, with their safekeepers (for WAL offload). */
-  served(): { tenant_id: string; timeline_id: string; segment_size: number; safekeeper: Safekeeper }[] {
+  served(): { tenant_id: string; timeline_id: string; segment_size: number; source: Safekeeper }[] {
     return [...this.#entries.entries()].filter(([key]) => !this.#failed.has(key)).map(([, e]) => ({
       tenant_id: e.tenant_id,
       timeline_id: e.timeline_id,
       segment_size: e.segment_size,
-      safekeeper: e.safekeeper,
+      source: e.safekeeper,
     }));
   }
 

@@ -28,12 +28,17 @@ const MAX_SEGMENTS_PER_TICK = 4;
 /** A timeline's WAL horizon in the lake is read every this many ticks (the pageserver moves it every second or so). */
 const HORIZON_EVERY_TICKS = 10;
 
-/** A timeline a safekeeper serves, as the offloader reads it. */
+/** Where an offloaded timeline's WAL comes from: a safekeeper, or an embedded database's own log. */
+export type OffloadSource =
+  & Pick<Safekeeper, "commit_lsn" | "flush_lsn" | "wal_start_lsn" | "readCommitted">
+  & { removeWalBefore?: Safekeeper["removeWalBefore"] };
+
+/** A timeline whose WAL goes to the lake, as the offloader reads it. */
 export type OffloadedTimeline = {
   tenant_id: string;
   timeline_id: string;
   segment_size: number;
-  safekeeper: Safekeeper;
+  source: OffloadSource;
 };
 
 /** The key of segment `segno` of a timeline; `.partial` for the committed start of a segment not yet sealed. */
@@ -116,34 +121,33 @@ export class WalOffloader {
    * LSN): no compute or pageserver asks a safekeeper for it again, and the lake has it.
    */
   async #removeBelowHorizon(t: OffloadedTimeline): Promise<void> {
+    if (t.source.removeWalBefore === undefined) return; // a source that keeps all its WAL
     const key = walHorizonKey(t.tenant_id, t.timeline_id);
     const object = await this.#store.get(key);
     if (object === undefined) return;
     let keep = decodeWalHorizon(key, object);
     const uploaded = this.uploadedLsn(t.tenant_id, t.timeline_id);
-    for (const lsn of [uploaded, t.safekeeper.commit_lsn, t.safekeeper.flush_lsn]) if (lsn < keep) keep = lsn;
-    if (keep - t.safekeeper.wal_start_lsn < BigInt(t.segment_size)) return; // files go a segment at a time
-    t.safekeeper.removeWalBefore(keep);
+    for (const lsn of [uploaded, t.source.commit_lsn, t.source.flush_lsn]) if (lsn < keep) keep = lsn;
+    if (keep - t.source.wal_start_lsn < BigInt(t.segment_size)) return; // files go a segment at a time
+    t.source.removeWalBefore(keep);
     this.#log("wal_removed", { tenant_id: t.tenant_id, timeline_id: t.timeline_id, below: formatLsn(keep) });
   }
 
   async #offload(t: OffloadedTimeline, budget: number): Promise<number> {
     const id = `${t.tenant_id}/${t.timeline_id}`;
     const size = BigInt(t.segment_size);
-    const committed = t.safekeeper.commit_lsn < t.safekeeper.flush_lsn
-      ? t.safekeeper.commit_lsn
-      : t.safekeeper.flush_lsn;
+    const committed = t.source.commit_lsn < t.source.flush_lsn ? t.source.commit_lsn : t.source.flush_lsn;
     let next = this.#next.get(id);
     if (next === undefined) {
       const keys = await this.#store.list(`wal/${t.tenant_id}/${t.timeline_id}/`);
       const last = keys.filter((k) => SEALED_KEY.test(k)).at(-1);
-      next = last === undefined ? t.safekeeper.wal_start_lsn / size : BigInt(`0x${last.slice(-16)}`) + 1n;
+      next = last === undefined ? t.source.wal_start_lsn / size : BigInt(`0x${last.slice(-16)}`) + 1n;
       this.#next.set(id, next);
       this.#uploaded.set(id, next * size);
     }
     let done = 0;
     for (; done < budget && (next + 1n) * size <= committed; done++, next++) {
-      const own_start = next * size < t.safekeeper.wal_start_lsn ? t.safekeeper.wal_start_lsn : next * size;
+      const own_start = next * size < t.source.wal_start_lsn ? t.source.wal_start_lsn : next * size;
       const { lsn_start, body } = await this.#withEarlierPartial(t, next, own_start, (next + 1n) * size);
       await this.#store.put(
         segmentKey(t.tenant_id, t.timeline_id, next),
@@ -172,7 +176,7 @@ export class WalOffloader {
     own_start: Lsn,
     lsn_end: Lsn,
   ): Promise<{ lsn_start: Lsn; body: Uint8Array }> {
-    const own = t.safekeeper.readCommitted(own_start, lsn_end);
+    const own = t.source.readCommitted(own_start, lsn_end);
     if (own_start === segno * BigInt(t.segment_size)) return { lsn_start: own_start, body: own };
     const key = segmentKey(t.tenant_id, t.timeline_id, segno, true);
     const object = await this.#store.get(key);
@@ -196,12 +200,10 @@ export class WalOffloader {
     for (const t of timelines) {
       const size = BigInt(t.segment_size);
       const id = `${t.tenant_id}/${t.timeline_id}`;
-      const committed = t.safekeeper.commit_lsn < t.safekeeper.flush_lsn
-        ? t.safekeeper.commit_lsn
-        : t.safekeeper.flush_lsn;
+      const committed = t.source.commit_lsn < t.source.flush_lsn ? t.source.commit_lsn : t.source.flush_lsn;
       const next = this.#next.get(id);
       if (next === undefined || committed <= next * size || committed >= (next + 1n) * size) continue;
-      const own_start = next * size < t.safekeeper.wal_start_lsn ? t.safekeeper.wal_start_lsn : next * size;
+      const own_start = next * size < t.source.wal_start_lsn ? t.source.wal_start_lsn : next * size;
       if (committed <= own_start) continue;
       const { lsn_start, body } = await this.#withEarlierPartial(t, next, own_start, committed);
       await this.#store.put(

@@ -8,7 +8,7 @@
  * 2. Disaster recovery: a second lake with a ~100 MB table (read once, so hint bits are set); a fresh compute's first
  *    `count(*)` on the populated cluster (baseline); then every local directory deleted, fresh safekeepers and
  *    pageserver on empty directories with the same `--remote`, timed from pageserver spawn to listening and to the
- *    first answer. If that fails on `file://`, part 2 runs again on an S3 lake (s3rver, in this process).
+ *    first answer.
  *
  * Pageservers run with `--gc-interval 1h`: at the default 10 s, GC's search for the history window's start decodes the
  * WAL since the last commit synchronously on every tick, and after a bulk load (no commit for ~120 MB of WAL) the
@@ -19,7 +19,6 @@
 import postgres from "postgres";
 import { formatLsn, parseLsn } from "../src/lsn.ts";
 import { LayerReader } from "../src/storage/layer_file.ts";
-import { BUCKET, withS3 } from "../tests/fixtures/s3_server.ts";
 import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "../tests/fixtures/tarn_process.ts";
 
 const TENANT = "bench";
@@ -29,11 +28,10 @@ const BIG_ROWS = 400_000;
 const BIG_SQL =
   `create table big as select g, md5(g::text) || repeat('x', 200) as pad from generate_series(1, ${BIG_ROWS}) g`;
 const GB_BYTES = 1024 ** 3;
+const SQL_OPTIONS = { max: 1, onnotice: () => {}, connect_timeout: 60 };
 /** A put's temporary file in a `file://` store: `<key>.<uuid>.partial` (a WAL `<segno>.partial` is an object). */
 const TEMP_FILE = /\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.partial$/;
 
-/** A `--remote` URL and the environment that reaches it. */
-type Lake = { name: string; remote: string; env?: Record<string, string> };
 type Cluster = { sks: TarnProcess[]; ps: TarnProcess; ps_spawned_ms: number; ps_listen_ms: number };
 const KINDS = ["wal", "layer", "index", "claim", "other"] as const;
 type Kind = typeof KINDS[number];
@@ -45,8 +43,6 @@ const running: TarnProcess[] = [];
 const bench_started_ms = performance.now();
 const elapsedSince = (started_ms: number) => performance.now() - started_ms;
 const progress = (step: string) => console.error(`[${(elapsedSince(bench_started_ms) / 1000).toFixed(1)} s] ${step}`);
-const connect = (p: TarnProcess) =>
-  postgres(`postgresql://postgres@127.0.0.1:${p.port}/postgres`, { max: 1, onnotice: () => {}, connect_timeout: 60 });
 
 async function timed<T>(step: () => T | Promise<T>): Promise<[T, number]> {
   const started_ms = performance.now();
@@ -54,12 +50,12 @@ async function timed<T>(step: () => T | Promise<T>): Promise<[T, number]> {
   return [value, elapsedSince(started_ms)];
 }
 
-async function startCluster(dir: string, lake: Lake): Promise<Cluster> {
-  const remote = ["--remote", lake.remote];
-  const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id, 0, remote, lake.env)));
+async function startCluster(dir: string, lake: string): Promise<Cluster> {
+  const remote = ["--remote", lake];
+  const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id, 0, remote)));
   running.push(...sks);
   const ps_spawned_ms = performance.now();
-  const ps = await spawnPageserver(`${dir}/ps`, 0, [...remote, "--gc-interval", "1h"], lake.env);
+  const ps = await spawnPageserver(`${dir}/ps`, 0, [...remote, "--gc-interval", "1h"]);
   const ps_listen_ms = elapsedSince(ps_spawned_ms);
   running.push(ps);
   return { sks, ps, ps_spawned_ms, ps_listen_ms };
@@ -80,15 +76,18 @@ async function stopInOrder(processes: TarnProcess[]): Promise<void> {
   }
 }
 
-async function walLsn(compute: TarnProcess): Promise<bigint> {
-  const sql = connect(compute);
+/** Runs `fn` on one connection to `compute`, closed after. */
+async function withSql<T>(compute: TarnProcess, fn: (sql: postgres.Sql) => Promise<T>): Promise<T> {
+  const sql = postgres(`postgresql://postgres@127.0.0.1:${compute.port}/postgres`, SQL_OPTIONS);
   try {
-    const [row] = await sql`select pg_current_wal_lsn()::text as lsn`;
-    return parseLsn(row.lsn);
+    return await fn(sql);
   } finally {
     await sql.end();
   }
 }
+
+const walLsn = (compute: TarnProcess) =>
+  withSql(compute, async (sql) => parseLsn((await sql`select pg_current_wal_lsn()::text as lsn`)[0].lsn));
 
 async function pgbench(compute: TarnProcess, args: string[]): Promise<string> {
   const url = `postgresql://postgres@127.0.0.1:${compute.port}/postgres`;
@@ -117,8 +116,9 @@ async function countLake(lake: string): Promise<LakeCount> {
       const key = `${dir}${entry.name}`;
       if (entry.isDirectory) pending.push(`${key}/`);
       if (!entry.isFile || TEMP_FILE.test(key)) continue;
-      count[kindOf(key)].keys.push(key);
-      count[kindOf(key)].bytes += (await Deno.stat(`${lake}/${key}`)).size;
+      const kind = kindOf(key);
+      count[kind].keys.push(key);
+      count[kind].bytes += (await Deno.stat(`${lake}/${key}`)).size;
     }
   }
   return count;
@@ -148,7 +148,7 @@ function compressionRatio(paths: string[]): number {
 /** Part 1: pgbench on a lake-backed cluster, then the lake's objects per GB of WAL. */
 async function benchObjects(dir: string) {
   const lake = `${dir}/lake`;
-  const cluster = await startCluster(`${dir}/local`, { name: "file", remote: `file://${lake}` });
+  const cluster = await startCluster(`${dir}/local`, `file://${lake}`);
   const compute = await startCompute(cluster);
   const lsn_start = await walLsn(compute);
   progress("part 1: cluster up, pgbench -i");
@@ -170,28 +170,24 @@ async function benchObjects(dir: string) {
 async function firstQuery(cluster: Cluster) {
   const started_ms = performance.now();
   const compute = await startCompute(cluster);
-  const sql = connect(compute);
-  try {
-    const [row] = await sql`select count(*)::int as n from big`;
-    const answered_ms = performance.now();
-    return { first_query_ms: answered_ms - started_ms, answered_ms, rows: row.n as number, compute };
-  } finally {
-    await sql.end();
-  }
+  const [{ n }] = await withSql(compute, (sql) => sql`select count(*)::int as n from big`);
+  const answered_ms = performance.now();
+  return { first_query_ms: answered_ms - started_ms, answered_ms, rows: n as number, compute };
 }
 
 /** A ~100 MB table on a fresh cluster, a fresh compute's first query (baseline), a clean stop. */
-async function loadBig(dir: string, lake: Lake) {
+async function loadBig(dir: string, lake: string) {
   const cluster = await startCluster(dir, lake);
   const loader = await startCompute(cluster);
   const lsn_start = await walLsn(loader);
-  const sql = connect(loader);
-  progress(`part 2 (${lake.name}): loading table big`);
-  const [, load_ms] = await timed(() => sql.unsafe(BIG_SQL));
-  await sql`select count(*) from big`; // sets the hint bits, so that the timed reads below write no WAL
+  progress("part 2: loading table big");
+  const [, load_ms] = await timed(() => withSql(loader, (sql) => sql.unsafe(BIG_SQL)));
+  // Read once: sets the hint bits, so that the timed reads below write no WAL.
+  const [{ size_bytes }] = await withSql(loader, async (sql) => {
+    await sql`select count(*) from big`;
+    return await sql`select pg_database_size('postgres')::float8 as size_bytes`;
+  });
   const lsn_end = await walLsn(loader);
-  const [{ size_bytes }] = await sql`select pg_database_size('postgres')::float8 as size_bytes`;
-  await sql.end();
   await stopInOrder([loader]);
   progress("baseline compute");
   const baseline = await firstQuery(cluster);
@@ -200,7 +196,7 @@ async function loadBig(dir: string, lake: Lake) {
 }
 
 /** Fresh processes on empty directories with the same lake, timed from the pageserver's spawn to the first answer. */
-async function recover(dir: string, lake: Lake) {
+async function recover(dir: string, lake: string) {
   const cluster = await startCluster(dir, lake);
   const recovered = await firstQuery(cluster);
   await stopInOrder([recovered.compute, cluster.ps, ...cluster.sks]);
@@ -211,7 +207,7 @@ async function recover(dir: string, lake: Lake) {
     total_ms: recovered.answered_ms - cluster.ps_spawned_ms,
     rows: recovered.rows,
     layers: event("layers_downloaded"),
-    wal: event("timeline_wal_downloaded") ?? event("timeline_downloaded"),
+    wal: event("timeline_wal_downloaded"),
   };
 }
 
@@ -226,10 +222,10 @@ async function attempt<T>(step: () => Promise<T>): Promise<T | { error: string }
 }
 
 /** Part 2: load and baseline, every local directory deleted, the tenant recovered from the lake. */
-async function benchRecovery(dir: string, lake: Lake) {
+async function benchRecovery(dir: string, lake: string) {
   const loaded = await attempt(() => loadBig(`${dir}/before`, lake));
   if ("error" in loaded) return loaded;
-  const lake_count = lake.remote.startsWith("file://") ? await countLake(lake.remote.slice(7)) : undefined;
+  const lake_count = await countLake(lake.slice("file://".length));
   await Deno.remove(`${dir}/before`, { recursive: true });
   progress("local directories deleted; recovering from the lake");
   return { ...loaded, lake_count, recovered: await attempt(() => recover(`${dir}/after`, lake)) };
@@ -237,6 +233,7 @@ async function benchRecovery(dir: string, lake: Lake) {
 
 const fmt = (n: number, digits = 0) => n.toLocaleString("en-US", { maximumFractionDigits: digits });
 const mb = (bytes: number) => fmt(bytes / 2 ** 20, 1);
+const size = (bytes: number) => bytes < 2 ** 20 ? `${fmt(bytes / 1024, 1)} KB` : `${mb(bytes)} MB`;
 
 function printTable(rows: [string, string][]): void {
   const width = Math.max(...rows.map(([name]) => name.length));
@@ -245,12 +242,16 @@ function printTable(rows: [string, string][]): void {
 
 function lakeRows(wal_bytes: number, count: LakeCount): [string, string][] {
   const per_gb = GB_BYTES / wal_bytes;
-  const rows: [string, string][] = [["WAL written (LSN advance)", `${mb(wal_bytes)} MB`]];
-  for (const kind of KINDS) {
-    const { keys, bytes } = count[kind];
-    const scaled = `${fmt(keys.length * per_gb, 1)} objects, ${mb(bytes * per_gb)} MB`;
-    rows.push([`${kind} objects: count (MB); per GB of WAL`, `${keys.length} (${mb(bytes)} MB); ${scaled}`]);
-  }
+  const row = (name: string, objects: number, bytes: number): [string, string] => [
+    `${name} objects: count (size); per GB of WAL`,
+    `${objects} (${size(bytes)}); ${fmt(objects * per_gb, 1)} objects, ${size(bytes * per_gb)}`,
+  ];
+  const kinds = Object.values(count);
+  const rows = [
+    ["WAL written (LSN advance)", `${mb(wal_bytes)} MB`] as [string, string],
+    ...KINDS.map((kind) => row(kind, count[kind].keys.length, count[kind].bytes)),
+    row("all", kinds.reduce((n, k) => n + k.keys.length, 0), kinds.reduce((n, k) => n + k.bytes, 0)),
+  ];
   const others = count.other.keys.map((key) => key.split("/").at(-1));
   if (others.length > 0) rows.push(["other objects", others.join(", ")]);
   return rows;
@@ -263,7 +264,7 @@ function recoveryRows(r: Recovery): [string, string][] {
   const base_ms = r.baseline.first_query_ms;
   const rows: [string, string][] = [
     ["database size / load time", `${mb(r.size_bytes)} MB / ${fmt(r.load_ms)} ms`],
-    ...(r.lake_count === undefined ? [] : lakeRows(r.wal_bytes, r.lake_count)),
+    ...lakeRows(r.wal_bytes, r.lake_count),
     ["baseline: compute spawn -> first count(*)", `${fmt(base_ms)} ms (${r.baseline.rows} rows)`],
   ];
   const x = r.recovered;
@@ -296,14 +297,7 @@ async function main(): Promise<void> {
   for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, onSignal);
   try {
     const o = await benchObjects(`${dir}/objects`);
-    const file = await benchRecovery(`${dir}/recovery`, { name: "file", remote: `file://${dir}/recovery/lake` });
-    let s3: Recovery | undefined;
-    if ("error" in file || "error" in file.recovered) {
-      progress("recovery from file:// failed; once more with an S3 lake (s3rver)");
-      await withS3(async (env) => {
-        s3 = await benchRecovery(`${dir}/recovery-s3`, { name: "s3rver", remote: `s3://${BUCKET}/lake`, env });
-      });
-    }
+    const r = await benchRecovery(`${dir}/recovery`, `file://${dir}/recovery/lake`);
     console.log(`\n# Lake benchmark (pageservers with --gc-interval 1h)\n`);
     console.log(`## 1. Lake objects under pgbench TPC-B (-s ${PGBENCH_SCALE}, -c 4, -T ${PGBENCH_SECONDS}), file://`);
     printTable([
@@ -313,10 +307,7 @@ async function main(): Promise<void> {
       ["layer compression (page bytes / file bytes)", `${fmt(o.compression_ratio, 2)}x (${fmt(o.ratio_ms)} ms)`],
     ]);
     console.log(`\n## 2. Disaster recovery, ${BIG_ROWS} rows in table big, file://`);
-    printTable(recoveryRows(file));
-    if (s3 === undefined) return;
-    console.log(`\n## 2b. The same with an S3 lake (s3rver, in this process)`);
-    printTable(recoveryRows(s3));
+    printTable(recoveryRows(r));
   } finally {
     await Promise.all(running.map((p) => p.kill())); // only what an error left running
     for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, onSignal);

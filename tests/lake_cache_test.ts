@@ -3,7 +3,7 @@
 // its layers downloaded again (checked) when the timeline opens.
 import { deepEqual, equal, ok } from "node:assert/strict";
 import postgres from "postgres";
-import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "./fixtures/tarn_process.ts";
+import { spawnCompute, withCluster } from "./fixtures/tarn_process.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -21,24 +21,10 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
-    withTempDir(async (dir) => {
-      const lake = `file://${dir}/lake`;
-      const started: TarnProcess[] = [];
-      try {
-        const sks = await Promise.all(
-          [1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id, 0, ["--remote", lake])),
-        );
-        started.push(...sks);
-        const ps = await spawnPageserver(`${dir}/ps`, 0, [
-          "--remote",
-          lake,
-          "--cache-disk-mb",
-          "1",
-          "--evict-after",
-          "1s",
-        ]);
-        started.push(ps);
+    withTempDir((dir) =>
+      withCluster(dir, async ({ sks, ps, started }) => {
         const first = await spawnCompute(ps, sks, "acme");
+        started.push(first);
         const sql = postgres(`postgresql://postgres@127.0.0.1:${first.port}/postgres`, { max: 1, onnotice: () => {} });
         await sql`create table t as select g as id, md5(g::text) as h from generate_series(1, 30000) g`;
         const expected = await sql`select count(*)::int as n, sum(id)::bigint as s, max(h) as h from t`;
@@ -60,8 +46,6 @@ Deno.test({
         deepEqual(await again`select count(*)::int as n, sum(id)::bigint as s, max(h) as h from t`, expected);
         await again.end();
         ok(ps.events.some((e) => e.event === "layers_downloaded"), "the layers came back from the lake");
-      } finally {
-        await Promise.all(started.map((p) => p.kill()));
-      }
-    }),
+      }, { remote: `file://${dir}/lake`, pageserver_args: ["--cache-disk-mb", "1", "--evict-after", "1s"] })
+    ),
 });

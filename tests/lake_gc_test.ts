@@ -4,7 +4,7 @@
 // kept, and a branch made before the churn (never started until the end) still reads its own data.
 import { equal, match, ok } from "node:assert/strict";
 import postgres from "postgres";
-import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "./fixtures/tarn_process.ts";
+import { spawnCompute, type TarnProcess, withCluster } from "./fixtures/tarn_process.ts";
 import { withTempDir } from "./fixtures/temp_dir.ts";
 
 const connect = (compute: TarnProcess) =>
@@ -25,16 +25,8 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
-    withTempDir(async (dir) => {
-      const lake = `file://${dir}/lake`;
-      const started: TarnProcess[] = [];
-      try {
-        const sks = await Promise.all(
-          [1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id, 0, ["--remote", lake])),
-        );
-        started.push(...sks);
-        const ps = await spawnPageserver(`${dir}/ps`, 0, ["--remote", lake, "--gc-interval", "1s"]);
-        started.push(ps);
+    withTempDir((dir) =>
+      withCluster(dir, async ({ sks, ps, started }) => {
         const main = await spawnCompute(ps, sks, "acme");
         started.push(main);
         const sql = connect(main);
@@ -148,8 +140,6 @@ Deno.test({
         match(JSON.stringify(ps.events.filter((e) => e.event === "timeline_gc")), /bytes_after/);
         // The safekeepers let go of local WAL below what the lake holds (and what they uploaded, and committed).
         ok(sks.every((sk) => sk.events.some((e) => e.event === "wal_removed")), "every safekeeper removed old WAL");
-      } finally {
-        await Promise.all(started.map((p) => p.kill()));
-      }
-    }),
+      }, { remote: `file://${dir}/lake`, pageserver_args: ["--gc-interval", "1s"] })
+    ),
 });

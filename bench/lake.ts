@@ -8,11 +8,10 @@
  * 2. Disaster recovery: a second lake with a ~100 MB table (read once, so hint bits are set); a fresh compute's first
  *    `count(*)` on the populated cluster (baseline); then every local directory deleted, fresh safekeepers and
  *    pageserver on empty directories with the same `--remote`, timed from pageserver spawn to listening and to the
- *    first answer.
+ *    first answer. A failed attempt is printed and part 2 runs once more on a fresh lake.
  *
- * Pageservers run with `--gc-interval 1h`: at the default 10 s, GC's search for the history window's start decodes the
- * WAL since the last commit synchronously on every tick, and after a bulk load (no commit for ~120 MB of WAL) the
- * ticks queue up and the pageserver stops answering. Progress goes to stderr, the figures to stdout.
+ * Pageservers run with `--gc-interval 1h`: with the 7-day window nothing is collected here, and the figures leave out
+ * GC's search for its horizon (a bounded stretch of WAL decoded per run). Progress goes to stderr, the figures to stdout.
  *
  * @module
  */
@@ -25,6 +24,8 @@ const TENANT = "bench";
 const PGBENCH_SCALE = 10;
 const PGBENCH_SECONDS = 30;
 const BIG_ROWS = 400_000;
+/** Part 2 runs again on a fresh lake after a failure, this many times in all (the failure is printed too). */
+const RECOVERY_ATTEMPTS = 2;
 const BIG_SQL =
   `create table big as select g, md5(g::text) || repeat('x', 200) as pad from generate_series(1, ${BIG_ROWS}) g`;
 const GB_BYTES = 1024 ** 3;
@@ -130,17 +131,14 @@ function compressionRatio(paths: string[]): number {
   let file_bytes = 0;
   for (const path of paths) {
     const reader = LayerReader.open(path);
-    try {
-      file_bytes += reader.size_bytes;
-      for (let i = 0; i < reader.block_count; i++) {
-        for (const { value } of reader.readBlock(i)) {
-          if (value.kind === "image") raw_bytes += 8192;
-          else for (const range of value.ranges) raw_bytes += range.bytes.length + 4;
-        }
+    file_bytes += reader.size_bytes;
+    for (let i = 0; i < reader.block_count; i++) {
+      for (const { value } of reader.readBlock(i)) {
+        if (value.kind === "image") raw_bytes += 8192;
+        else for (const range of value.ranges) raw_bytes += range.bytes.length + 4;
       }
-    } finally {
-      reader.close();
     }
+    reader.close();
   }
   return raw_bytes / file_bytes;
 }
@@ -282,22 +280,32 @@ function recoveryRows(r: Recovery): [string, string][] {
   ];
 }
 
-/** Interrupted (Ctrl-C, `timeout`): kill the children rather than leave them running. */
-function onSignal(): void {
-  for (const p of running) {
-    try {
-      p.child.kill("SIGKILL");
-    } catch { /* exited already */ }
-  }
-  Deno.exit(130);
+/** Interrupted (Ctrl-C, `timeout`): kills the children and removes `dir` rather than leave them behind. */
+function onSignal(dir: string): () => void {
+  return () => {
+    for (const p of running) {
+      try {
+        p.child.kill("SIGKILL");
+      } catch { /* exited already */ }
+    }
+    Deno.removeSync(dir, { recursive: true });
+    Deno.exit(130);
+  };
 }
 
 async function main(): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "tarn-bench-lake-" });
-  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, onSignal);
+  const interrupted = onSignal(dir);
+  for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.addSignalListener(signal, interrupted);
   try {
     const o = await benchObjects(`${dir}/objects`);
-    const r = await benchRecovery(`${dir}/recovery`, `file://${dir}/recovery/lake`);
+    const attempts: Recovery[] = [];
+    for (let i = 1; i <= RECOVERY_ATTEMPTS; i++) {
+      attempts.push(await benchRecovery(`${dir}/recovery${i}`, `file://${dir}/recovery${i}/lake`));
+      const last = attempts[i - 1];
+      if (!("error" in last) && !("error" in last.recovered)) break;
+      progress("part 2 failed; once more on a fresh lake");
+    }
     console.log(`\n# Lake benchmark (pageservers with --gc-interval 1h)\n`);
     console.log(`## 1. Lake objects under pgbench TPC-B (-s ${PGBENCH_SCALE}, -c 4, -T ${PGBENCH_SECONDS}), file://`);
     printTable([
@@ -306,11 +314,13 @@ async function main(): Promise<void> {
       ...lakeRows(o.wal_bytes, o.lake_count),
       ["layer compression (page bytes / file bytes)", `${fmt(o.compression_ratio, 2)}x (${fmt(o.ratio_ms)} ms)`],
     ]);
-    console.log(`\n## 2. Disaster recovery, ${BIG_ROWS} rows in table big, file://`);
-    printTable(recoveryRows(r));
+    for (const [i, r] of attempts.entries()) {
+      console.log(`\n## 2. Disaster recovery, ${BIG_ROWS} rows in table big, file:// (attempt ${i + 1})`);
+      printTable(recoveryRows(r));
+    }
   } finally {
     await Promise.all(running.map((p) => p.kill())); // only what an error left running
-    for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, onSignal);
+    for (const signal of ["SIGINT", "SIGTERM"] as const) Deno.removeSignalListener(signal, interrupted);
     await Deno.remove(dir, { recursive: true });
   }
 }

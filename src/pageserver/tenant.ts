@@ -64,6 +64,7 @@ export class Tenant {
   #config: TenantConfig = { format_version: 1, pitr_ms: 0 };
   readonly #gc_memory = new Map<string, GcMemory>();
   readonly #leases = new LsnLeases();
+  #gc_running = false;
   #dir = "";
   #catalog: BranchCatalog;
   #collecting: Promise<unknown> = Promise.resolve();
@@ -143,6 +144,9 @@ export class Tenant {
    * keeping each child branch's branch point readable. Runs one at a time; resolves with what each run did.
    */
   collectGarbage(force = false): Promise<({ timeline_id: string } & GcOutcome)[]> {
+    // The timer's runs do not queue up behind a long one: it comes back at its next tick.
+    if (!force && this.#gc_running) return Promise.resolve([]);
+    this.#gc_running = true;
     return this.#serially(() =>
       collectTenant({
         tenant: this.name,
@@ -154,7 +158,7 @@ export class Tenant {
         leases: (timeline_id) => this.#leases.current(timeline_id),
         uploader: this.#uploader,
         log: this.#log,
-      }, force)
+      }, force).finally(() => this.#gc_running = false)
     );
   }
 

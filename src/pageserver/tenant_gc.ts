@@ -12,11 +12,15 @@ import type { TenantFile } from "../tenant_file.ts";
 import type { Timelines } from "../timelines.ts";
 import type { TenantUploader } from "./tenant_uploader.ts";
 import { parseControlFile } from "../compute/pg_control.ts";
-import { lsnAtTime } from "../replication/branch_point.ts";
+import { scanCommits } from "../replication/branch_point.ts";
 import type { TimelineStorage } from "../timelines.ts";
 
 /** Below this many bytes of layers a timeline is not worth collecting (unless asked to). */
 const MIN_GC_BYTES = 1024 * 1024;
+/** WAL records one GC run decodes at most while it looks for its horizon. */
+const MAX_SCAN_RECORDS = 50_000;
+/** The same for a GC run asked for through the API (about 1 GB of WAL). */
+const FORCED_SCAN_RECORDS = 20_000_000;
 /** A window that moved past less WAL than this frees too little to be worth a GC (unless the layers doubled). */
 const MIN_GC_WAL_BYTES = 8 * 1024 * 1024;
 
@@ -42,13 +46,15 @@ export async function collectTimeline(
   const { pages, wal } = storage;
   const end_lsn = pages.disk_consistent_lsn;
   if (end_lsn <= pages.gc_cutoff_lsn) return undefined;
-  const from = memory.scan_from_lsn > pages.gc_cutoff_lsn ? memory.scan_from_lsn : pages.gc_cutoff_lsn;
-  const found = lsnAtTime(wal, new Date(now_ms - pitr_ms), end_lsn, from);
-  if (found !== undefined && found > memory.horizon_lsn) {
-    memory.horizon_lsn = found;
-    // The next scan starts from the last commit found: the window only moves forward.
-    memory.scan_from_lsn = found;
-  }
+  // The scan goes on where the last one stopped (the window only moves forward), a bounded stretch per run: a long
+  // stretch without a commit (a bulk load) takes several runs, never one long block of the event loop.
+  const from = memory.scan_from_lsn > pages.gc_cutoff_lsn
+    ? { boundary: memory.scan_from_lsn }
+    : { page_of: pages.gc_cutoff_lsn };
+  const budget = force ? FORCED_SCAN_RECORDS : MAX_SCAN_RECORDS; // asked for now: find the horizon now
+  const scan = scanCommits(wal, new Date(now_ms - pitr_ms), end_lsn, from, budget);
+  memory.scan_from_lsn = scan.resume_lsn;
+  if (scan.found_lsn !== undefined && scan.found_lsn > memory.horizon_lsn) memory.horizon_lsn = scan.found_lsn;
   const horizon_lsn = memory.horizon_lsn < end_lsn ? memory.horizon_lsn : end_lsn;
   if (horizon_lsn <= pages.gc_cutoff_lsn) return undefined;
   // Worth a rewrite of the layers once they doubled, or once the window moved past as much WAL as they hold (which

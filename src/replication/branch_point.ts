@@ -49,24 +49,47 @@ export function walHead(source: WalSource, end_lsn: Lsn): Lsn {
   return decoder.lsn;
 }
 
+/** The end of the last commit at or before `time` in [start of `source`, `end_lsn`); undefined if none. */
+export function lsnAtTime(source: WalSource, time: Date, end_lsn: Lsn): Lsn | undefined {
+  return scanCommits(source, time, end_lsn, { page_of: source.start_lsn }, MAX_RECORDS).found_lsn;
+}
+
+/** What {@linkcode scanCommits} found, and where a later scan (for a later time) goes on. */
+export type CommitScan = { found_lsn?: Lsn; resume_lsn: Lsn };
+
 /**
- * The end of the last commit at or before `time` in [`from_lsn` (default the start of `source`), `end_lsn`);
- * undefined if none.
+ * Walks at most `max_records` records towards `end_lsn`, for the end of the last commit at or before `time`, from
+ * `from.boundary` (a record boundary, such as a `resume_lsn`) or from the first record of the WAL page of
+ * `from.page_of`. `resume_lsn` is where a later scan, for this time or a later one, starts without missing a
+ * commit: the record it stopped at (the first commit after `time`, or the budget's end), or the end of the WAL
+ * decoded. A scan for a later time thus never walks the same WAL twice.
  */
-export function lsnAtTime(source: WalSource, time: Date, end_lsn: Lsn, from_lsn = source.start_lsn): Lsn | undefined {
-  const from = from_lsn > source.start_lsn ? from_lsn : source.start_lsn;
-  const start = from - from % WAL_PAGE_BYTES;
-  const decoder = new WalDecoder(source, firstRecordInPage(source, start));
-  let found: Lsn | undefined;
-  for (let i = 0; i < MAX_RECORDS; i++) {
+export function scanCommits(
+  source: WalSource,
+  time: Date,
+  end_lsn: Lsn,
+  from: { boundary: Lsn } | { page_of: Lsn },
+  max_records: number,
+): CommitScan {
+  let start: Lsn;
+  if ("boundary" in from && from.boundary >= source.start_lsn) {
+    start = from.boundary;
+  } else {
+    const at = "page_of" in from && from.page_of > source.start_lsn ? from.page_of : source.start_lsn;
+    start = firstRecordInPage(source, at - at % WAL_PAGE_BYTES);
+  }
+  const decoder = new WalDecoder(source, start);
+  let found_lsn: Lsn | undefined;
+  for (let i = 0; i < max_records; i++) {
+    const at = decoder.lsn;
     const record = decoder.next();
-    if (!("next_lsn" in record) || record.next_lsn > end_lsn) break;
+    if (!("next_lsn" in record) || record.next_lsn > end_lsn) return { found_lsn, resume_lsn: at };
     if (record.commit_time !== undefined) {
-      if (record.commit_time.getTime() > time.getTime()) break;
-      found = record.next_lsn;
+      if (record.commit_time.getTime() > time.getTime()) return { found_lsn, resume_lsn: at };
+      found_lsn = record.next_lsn;
     }
   }
-  return found;
+  return { found_lsn, resume_lsn: decoder.lsn };
 }
 
 /** A branch point as users give it: an LSN (bigint or `0/17CC6C8`) or a time. */

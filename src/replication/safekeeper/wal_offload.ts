@@ -125,7 +125,9 @@ export class WalOffloader {
     const key = walHorizonKey(t.tenant_id, t.timeline_id);
     const object = await this.#store.get(key);
     if (object === undefined) return;
-    let keep = decodeWalHorizon(key, object);
+    // A segment of margin below the pageserver's horizon: a compute starting reads the tail after the pageserver's
+    // WAL copy from the safekeepers, and that copy may end a few bytes short of a segment's end (trailing zeros).
+    let keep = decodeWalHorizon(key, object) - BigInt(t.segment_size);
     const uploaded = this.uploadedLsn(t.tenant_id, t.timeline_id);
     for (const lsn of [uploaded, t.source.commit_lsn, t.source.flush_lsn]) if (lsn < keep) keep = lsn;
     if (keep - t.source.wal_start_lsn < BigInt(t.segment_size)) return; // files go a segment at a time

@@ -31,7 +31,7 @@ Deno.test({
         started.push(main);
         const sql = connect(main);
         await sql`create table t (id int primary key, v int, pad text)`;
-        await sql`insert into t select g, 0, repeat('x', 200) from generate_series(1, 500) g`;
+        await sql`insert into t select g, 0, repeat('x', 1500) from generate_series(1, 500) g`;
         const api = `http://127.0.0.1:${ps.port}/v1/tenants/acme`;
         const made = await fetch(`${api}/branches`, { method: "POST", body: JSON.stringify({ name: "before" }) });
         equal(made.status, 201, await made.text());
@@ -50,7 +50,7 @@ Deno.test({
         const churn_start_lsn = await lsn();
         const churn_end_ms = Date.now() + 90_000;
         let next_sample_ms = Date.now() + 1000;
-        for (let v = 1; Date.now() < churn_end_ms && (v % 50 !== 0 || await lsn() - churn_start_lsn < 96e6); v++) {
+        for (let v = 1; Date.now() < churn_end_ms && (v % 10 !== 0 || await lsn() - churn_start_lsn < 96e6); v++) {
           await sql`update t set v = ${v}`;
           acked.push({ v, at_ms: Date.now() });
           if (Date.now() >= next_sample_ms) {
@@ -86,8 +86,11 @@ Deno.test({
         const at = new Date(when.at_ms).toISOString();
         const recent = await fetch(`${api}/branches`, { method: "POST", body: JSON.stringify({ name: "recent", at }) });
         equal(recent.status, 201, await recent.text());
-        const recent_compute = await spawnCompute(ps, sks, "acme", ["--branch", "recent"]);
-        started.push(recent_compute);
+        // Both branch computes start at once; the one made before the churn starts for the first time.
+        const [recent_compute, before] = await Promise.all(
+          ["recent", "before"].map((branch) => spawnCompute(ps, sks, "acme", ["--branch", branch])),
+        );
+        started.push(recent_compute, before);
         const r = connect(recent_compute);
         const [{ v: recent_v }] = await r`select min(v) as v from t`;
         await r.end();
@@ -128,9 +131,7 @@ Deno.test({
         equal(beyond.status, 201, `a branch at the leased ${leased}, below the cutoff ${forced[0].horizon_lsn}`);
         await beyond.body?.cancel();
 
-        // The branch made before the churn started now for the first time: its data as of then.
-        const before = await spawnCompute(ps, sks, "acme", ["--branch", "before"]);
-        started.push(before);
+        // The branch made before the churn, started only now for the first time: its data as of then.
         const b = connect(before);
         const rows = await b`select count(*)::int as n, max(v) as v from t`;
         equal(rows[0].n, 500);

@@ -59,14 +59,14 @@ Deno.test({
           const sql = connect(main);
           await sql`create table t (id int primary key, pad text)`;
           await sql.end();
-          const main_acked = await load(main, "t", 1, 1500, 4);
+          const main_acked = await load(main, "t", 1, 800, 4);
           const api = `http://127.0.0.1:${before.ps.port}/v1/tenants/acme/branches`;
           const created = await fetch(api, { method: "POST", body: JSON.stringify({ name: "dev" }) });
           equal(created.status, 201, await created.text());
           const dev = await spawnCompute(before.ps, before.sks, "acme", ["--branch", "dev"]);
           started.push(dev);
-          const dev_acked = await load(dev, "t", 100_001, 100_400, 2);
-          main_acked.push(...await load(main, "t", 1501, 2000, 2));
+          const dev_acked = await load(dev, "t", 100_001, 100_200, 2);
+          main_acked.push(...await load(main, "t", 801, 1000, 2));
           // The lake has main's layers within a few seconds, and /status says how far behind it is.
           const status_url = `http://127.0.0.1:${before.ps.port}/status`;
           let lake: Record<string, number> = {};

@@ -82,16 +82,18 @@ function redoAt(pages: TimelineStorage["pages"], lsn: Lsn): Lsn | undefined {
 }
 
 /**
- * The oldest WAL the timeline still needs: none below the GC cutoff is read again, except from the redo point of
- * its newest checkpoint (a compute starting replays from there) and what its children replay of it. A child that
+ * The oldest WAL the timeline still needs: from the redo point of the checkpoint the GC cutoff sees (a branch made
+ * anywhere in the window replays from its own redo point, no earlier than that), of its newest checkpoint (a
+ * compute starting replays from there), of leased points, and what its children replay of it. A child that
  * never wrote gets its share copied into its own log (from the start of the segment of the redo point its branch
  * point sees: recovery reads that segment's first page), so that this timeline need not keep it.
  */
 export async function walNeededFrom(storage: TimelineStorage, children: Child[], leased_lsns: Lsn[]): Promise<Lsn> {
   const { pages, wal } = storage;
   let needed = pages.gc_cutoff_lsn;
-  // A compute starting at the head, or read-only at a leased LSN, replays from the redo point it sees.
-  for (const lsn of [LSN_MAX, ...leased_lsns]) {
+  // A compute starting at the head, a branch made anywhere in the window (its first compute replays from the redo
+  // point it sees, at the earliest the one at the cutoff), or a read-only compute at a leased LSN.
+  for (const lsn of [LSN_MAX, pages.gc_cutoff_lsn, ...leased_lsns]) {
     const redo = redoAt(pages, lsn);
     if (redo === undefined) return 0n;
     if (redo < needed) needed = redo;

@@ -69,7 +69,7 @@ Deno.test({
         console.log(`GC runs: layers after each, MB: ${gcs.map(mb).join(" ")}`);
         // A plateau: layers stay the size of the data, and the WAL kept (whole 16 MB segments, so the figures
         // step) stops growing: the last third of the churn holds at most a segment more than the middle third did,
-        // and in the end well under the WAL written.
+        // and in the end well under the WAL written (all of it would be kept without GC).
         ok(gcs.length >= 2 && gcs.at(-1)! < 2 * gcs[0], `layers after GC: ${gcs.map(mb).join(" ")} MB`);
         const written = await lsn() - churn_start_lsn;
         const third = Math.floor(samples.length / 3);
@@ -77,7 +77,7 @@ Deno.test({
           const middle = Math.max(...samples.slice(third, 2 * third).map((s) => s[kind]));
           const last = Math.max(...samples.slice(-third).map((s) => s[kind]));
           ok(last <= middle + 18e6, `${kind} bytes still growing: ${mb(middle)} MB, then ${mb(last)} MB`);
-          ok(last < 0.6 * written, `${kind} bytes ${mb(last)} MB after ${mb(written)} MB of WAL`);
+          ok(last < 0.75 * written, `${kind} bytes ${mb(last)} MB after ${mb(written)} MB of WAL`);
         }
 
         // A branch at a time inside the window reads the value committed then.

@@ -42,6 +42,8 @@ import { type StorageReport, storageReport } from "./storage_report.ts";
 
 /** Each timeline's cache of decompressed layer blocks. */
 const BLOCK_CACHE_BYTES = 16 * 1024 * 1024;
+/** How long a branch at a time waits for the parent's compute to ship the WAL up to that time. */
+const WAL_CATCH_UP_MS = 5000;
 /** A timeline holding more than this in memory persists at once (bytes). */
 const PERSIST_MEMORY_BYTES = 32 * 1024 * 1024;
 
@@ -65,6 +67,8 @@ export class Tenant {
   readonly #gc_memory = new Map<string, GcMemory>();
   readonly #leases = new LsnLeases();
   #gc_running = false;
+  /** When each timeline last received WAL from its compute (ms since the epoch). */
+  readonly #wal_received_ms = new Map<string, number>();
   #dir = "";
   #catalog: BranchCatalog;
   #collecting: Promise<unknown> = Promise.resolve();
@@ -300,6 +304,7 @@ export class Tenant {
     }
     const skip = wal.end_lsn - lsn_start;
     if (skip < BigInt(bytes.length)) wal.append(wal.end_lsn, bytes.subarray(Number(skip)));
+    this.#wal_received_ms.set(timeline_id, Date.now());
     this.counters.ingest_bytes += bytes.length;
     const owner = this.#owner(timeline_id);
     if (commit_lsn > owner.commit_lsn) owner.commit_lsn = commit_lsn < wal.end_lsn ? commit_lsn : wal.end_lsn;
@@ -409,7 +414,27 @@ export class Tenant {
   /** Makes a branch at `start` (default: the head of `main` as the pageserver has it committed). */
   createBranch(name: string, start?: BranchStart): Promise<BranchRowInfo> {
     // In turn with GC: a GC that began before the branch existed would not keep its branch point.
-    return this.#serially(async () => this.manager.info(await this.manager.create(name, start)));
+    return this.#serially(async () => {
+      if (start?.at instanceof Date) {
+        await this.#walCovers(this.manager.get(start.from ?? "main").timeline_id, start.at);
+      }
+      return this.manager.info(await this.manager.create(name, start));
+    });
+  }
+
+  /**
+   * Waits (a few seconds at most) until the timeline's compute has shipped WAL after `time`, then makes the WAL copy
+   * durable: a branch at `time` then holds every commit acknowledged before it, not just those shipped so far. A
+   * timeline no compute is attached to has shipped everything already.
+   */
+  async #walCovers(timeline_id: string, time: Date): Promise<void> {
+    const owner = this.#owners.find(timeline_id);
+    const deadline_ms = Date.now() + WAL_CATCH_UP_MS;
+    while (owner !== undefined && owner.connections > 0 && Date.now() < deadline_ms) {
+      if ((this.#wal_received_ms.get(timeline_id) ?? 0) > time.getTime()) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    await (await this.#storage(timeline_id, false)).wal.flush();
   }
 
   /** Deletes a branch and its storage. */

@@ -13,25 +13,44 @@ export async function readCheckedJson<T extends { format_version: number }>(
   key: string,
   format_version: number,
 ): Promise<T | undefined> {
-  let text: string;
+  let bytes: Uint8Array;
   try {
-    text = await Deno.readTextFile(path);
+    bytes = await Deno.readFile(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
+  return decodeCheckedJson<T>(path, key, format_version, bytes);
+}
+
+/** `{ key: value, crc32c }` as UTF-8 bytes, one line: what an object in the lake holds. */
+export function encodeCheckedJson(key: string, value: unknown): Uint8Array {
+  const body = new TextEncoder().encode(JSON.stringify(value));
+  return new TextEncoder().encode(JSON.stringify({ [key]: value, crc32c: crc32c(body) }));
+}
+
+/**
+ * The value under `key` in checked JSON bytes; {@linkcode CorruptDataError} naming `what` when they are not JSON,
+ * fail their CRC32C, or hold another `format_version`.
+ */
+export function decodeCheckedJson<T extends { format_version: number }>(
+  what: string,
+  key: string,
+  format_version: number,
+  bytes: Uint8Array,
+): T {
   let parsed: Record<string, unknown>;
   try {
-    parsed = JSON.parse(text);
+    parsed = JSON.parse(new TextDecoder().decode(bytes));
   } catch {
-    throw new CorruptDataError(path, "not JSON");
+    throw new CorruptDataError(what, "not JSON");
   }
   const value = parsed[key] as T | undefined;
   if (value === undefined || crc32c(new TextEncoder().encode(JSON.stringify(value))) !== parsed.crc32c) {
-    throw new CorruptDataError(path, "checksum mismatch");
+    throw new CorruptDataError(what, "checksum mismatch");
   }
   if (value.format_version !== format_version) {
-    throw new CorruptDataError(path, `format version ${value.format_version}, this Tarn reads ${format_version}`);
+    throw new CorruptDataError(what, `format version ${value.format_version}, this Tarn reads ${format_version}`);
   }
   return value;
 }

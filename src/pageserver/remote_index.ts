@@ -14,7 +14,7 @@
  *
  * @module
  */
-import { crc32c } from "../crc32c.ts";
+import { decodeCheckedJson, encodeCheckedJson } from "../checked_json.ts";
 import { CorruptDataError } from "../errors.ts";
 import type { RemoteStorage } from "../remote_storage/mod.ts";
 
@@ -87,26 +87,12 @@ function indexGeneration(key: string, stem: string): number | undefined {
 
 /** Encodes an index as checked JSON: `{ "index": ..., "crc32c": N }`. */
 export function encodeIndex(index: TimelineIndex | TenantIndex): Uint8Array {
-  const body = JSON.stringify(index);
-  return new TextEncoder().encode(JSON.stringify({ index, crc32c: crc32c(new TextEncoder().encode(body)) }));
+  return encodeCheckedJson("index", index);
 }
 
 /** Decodes an index object; a damaged one or another version is a {@linkcode CorruptDataError} naming `key`. */
 export function decodeIndex<T extends TimelineIndex | TenantIndex>(key: string, bytes: Uint8Array): T {
-  let parsed: { index?: T; crc32c?: number };
-  try {
-    parsed = JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new CorruptDataError(`index object ${key}`, "not JSON");
-  }
-  const index = parsed.index;
-  if (index === undefined || crc32c(new TextEncoder().encode(JSON.stringify(index))) !== parsed.crc32c) {
-    throw new CorruptDataError(`index object ${key}`, "checksum mismatch");
-  }
-  if (index.format_version !== REMOTE_INDEX_FORMAT_VERSION) {
-    throw new CorruptDataError(`index object ${key}`, `format version ${index.format_version}`);
-  }
-  return index;
+  return decodeCheckedJson<T>(`index object ${key}`, "index", REMOTE_INDEX_FORMAT_VERSION, bytes);
 }
 
 /** The newest (highest-generation) index among `keys` whose stem is `tenant` or `index`, and its generation. */

@@ -7,8 +7,7 @@
  *
  * @module
  */
-import { crc32c } from "../crc32c.ts";
-import { CorruptDataError } from "../errors.ts";
+import { decodeCheckedJson, encodeCheckedJson } from "../checked_json.ts";
 import { formatLsn, type Lsn, parseLsn } from "../lsn.ts";
 
 /** The format version this code writes and reads. */
@@ -27,24 +26,11 @@ export function encodeWalHorizon(remote_consistent_lsn: Lsn): Uint8Array {
     format_version: WAL_HORIZON_FORMAT_VERSION,
     remote_consistent_lsn: formatLsn(remote_consistent_lsn),
   };
-  const body = new TextEncoder().encode(JSON.stringify(horizon));
-  return new TextEncoder().encode(JSON.stringify({ horizon, crc32c: crc32c(body) }));
+  return encodeCheckedJson("horizon", horizon);
 }
 
 /** The LSN in a horizon object; {@linkcode CorruptDataError} naming `key` when it is damaged or of another version. */
 export function decodeWalHorizon(key: string, bytes: Uint8Array): Lsn {
-  let parsed: { horizon?: Horizon; crc32c?: number };
-  try {
-    parsed = JSON.parse(new TextDecoder().decode(bytes));
-  } catch {
-    throw new CorruptDataError(`WAL horizon object ${key}`, "not JSON");
-  }
-  const horizon = parsed.horizon;
-  if (horizon === undefined || crc32c(new TextEncoder().encode(JSON.stringify(horizon))) !== parsed.crc32c) {
-    throw new CorruptDataError(`WAL horizon object ${key}`, "checksum mismatch");
-  }
-  if (horizon.format_version !== WAL_HORIZON_FORMAT_VERSION) {
-    throw new CorruptDataError(`WAL horizon object ${key}`, `format version ${horizon.format_version}`);
-  }
-  return parseLsn(horizon.remote_consistent_lsn);
+  const what = `WAL horizon object ${key}`;
+  return parseLsn(decodeCheckedJson<Horizon>(what, "horizon", WAL_HORIZON_FORMAT_VERSION, bytes).remote_consistent_lsn);
 }

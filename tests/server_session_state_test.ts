@@ -100,13 +100,23 @@ Deno.test({
 });
 
 Deno.test({
-  name: "session state: pg_terminate_backend and pg_cancel_backend reach another session by its BackendKeyData pid",
+  name:
+    "session state: pg_backend_pid() is the BackendKeyData pid; pg_terminate_backend and pg_cancel_backend reach another session by it",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
     withServer(60_000, async (connect) => {
       const [a, b, c] = [await connect(), await connect(), await connect()];
       const pid = (client: pg.Client) => (client as unknown as { processID: number }).processID;
+      // Each session sees its own pid, the one its BackendKeyData gave, also in a transaction and in PL/pgSQL.
+      for (const client of [a, b, c]) equal(await value(client, "select pg_backend_pid()"), pid(client));
+      await b.query("begin");
+      equal(await value(b, "select pg_backend_pid()"), pid(b));
+      await b.query("commit");
+      const plpgsql = "do $$ begin perform set_config('x.pid', pg_backend_pid()::text, false); end $$";
+      await a.query(plpgsql);
+      equal(await value(a, "select current_setting('x.pid')::int"), pid(a));
+      ok(new Set([pid(a), pid(b), pid(c)]).size === 3);
       // A cancel reaches b's running statement, and b goes on.
       const long = b.query("select count(*) from generate_series(1, 8000) x, generate_series(1, 8000) y");
       await new Promise((resolve) => setTimeout(resolve, 200));

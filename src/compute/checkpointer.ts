@@ -5,7 +5,6 @@
  *
  * @module
  */
-import type { PGlite } from "@electric-sql/pglite";
 import type { SessionLock } from "../client.ts";
 import type { Lsn } from "../lsn.ts";
 import type { WalSink, WalSource } from "../replication/wal_api.ts";
@@ -13,7 +12,8 @@ import type { ComputePages } from "../storage/page_api.ts";
 
 /** What the checkpointer drives. */
 export type CheckpointerOptions = {
-  pg: PGlite;
+  /** Runs CHECKPOINT (as a superuser, whoever the backend's session is). */
+  checkpoint: () => Promise<unknown>;
   pages: ComputePages;
   wal: WalSink & WalSource;
   /** Checkpoint once this much WAL was written since the last one. */
@@ -52,8 +52,8 @@ export class Checkpointer {
   /** CHECKPOINT now, and persist the pages it wrote in the background (nobody waits for a layer write). */
   async checkpoint(): Promise<void> {
     if (this.#stopped) return;
-    const { pg, pages, wal } = this.#options;
-    await pg.exec("CHECKPOINT");
+    const { pages, wal } = this.#options;
+    await this.#options.checkpoint();
     this.#last_checkpoint_lsn = wal.end_lsn;
     pages.flushSoon(await wal.flush());
   }

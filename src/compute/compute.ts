@@ -14,6 +14,7 @@ import type { ComputePages } from "../storage/page_api.ts";
 import { Checkpointer } from "./checkpointer.ts";
 import { startPostgres } from "./engine.ts";
 import { type CopyInput, EngineGuard } from "./engine_guard.ts";
+import type { CallIdentity } from "./engine_identity.ts";
 import { parseControlFile } from "./pg_control.ts";
 import type { PageCacheStats } from "./page_cache.ts";
 import { TarnFS, type TarnFsState } from "./tarn_fs.ts";
@@ -113,15 +114,16 @@ export class Compute {
     });
     const settings = [...options.read_only ? ["default_transaction_read_only=on"] : [], ...options.settings ?? []];
     const pg = await startPostgres(fs, settings);
-    this.#engine = new EngineGuard(pg);
+    this.#engine = new EngineGuard(pg, fs.wasm.instance?.exports);
     this.#pg = pg;
     this.#fs = fs;
     if (options.read_only) return;
     // Persist what start-up wrote (pg_control "in production", the end-of-recovery checkpoint) before any commit,
     // so that a crash from here on always recovers through the WAL written after it.
     await pages.flush(await wal.flush());
+    const engine = this.#engine;
     this.#checkpointer = new Checkpointer({
-      pg,
+      checkpoint: () => engine.asSuperuser(() => pg.exec("CHECKPOINT")),
       pages,
       wal,
       checkpoint_wal_bytes: options.checkpoint_wal_bytes,
@@ -185,13 +187,13 @@ export class Compute {
    */
   exclusive<T>(
     fn: (
-      exec: (message: Uint8Array, copy_input?: CopyInput) => Promise<Uint8Array>,
+      exec: (message: Uint8Array, identity?: CallIdentity, copy_input?: CopyInput) => Promise<Uint8Array>,
       idle: () => Promise<void>,
     ) => Promise<T>,
   ): Promise<T> {
     return this.#session.run(() =>
       fn(
-        (message, copy_input) => this.#engine.execRaw(message, copy_input),
+        (message, identity, copy_input) => this.#engine.execRaw(message, copy_input, identity),
         () => this.#checkpointer?.afterStatement(this.#session) ?? Promise.resolve(),
       )
     );

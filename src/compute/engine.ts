@@ -5,6 +5,7 @@
  */
 import { PGlite } from "@electric-sql/pglite";
 import type { TarnFS } from "./tarn_fs.ts";
+import { findIdentityCells, type IdentityCells } from "./engine_identity.ts";
 
 /**
  * Settings Tarn depends on: pages are made by storage, so no full-page images in WAL; no zero-filled or recycled
@@ -39,6 +40,20 @@ export function loadArtifacts(): Promise<Artifacts> {
     return { module: await WebAssembly.compile(wasm), bundle: new Blob([data]) };
   })();
   return artifacts;
+}
+
+let identity_cells: Promise<IdentityCells | undefined> | undefined;
+
+/**
+ * Where PGlite's backend keeps who it is (`engine_identity.ts`), found once per process, when a call first needs
+ * it; undefined when this build does not show it with certainty.
+ */
+export function engineIdentityCells(): Promise<IdentityCells | undefined> {
+  identity_cells ??= (async () => {
+    const dist = new URL("./", import.meta.resolve("@electric-sql/pglite"));
+    return findIdentityCells(await Deno.readFile(new URL("pglite.wasm", dist)));
+  })();
+  return identity_cells;
 }
 
 /** Postgres did not start: the message carries the tail of its log, which says why. */

@@ -20,6 +20,9 @@
  * @module
  */
 import type { PGlite } from "@electric-sql/pglite";
+import { BOOTSTRAP_SUPERUSER_ID, type CallIdentity, type IdentityCells, runAs } from "./engine_identity.ts";
+import { engineIdentityCells } from "./engine.ts";
+import { BackendPid } from "./backend_pid.ts";
 
 /** Postgres failed inside the engine (exit, abort, trap, out of memory): the statement was lost, not committed. */
 export class EngineCrashedError extends Error {
@@ -52,6 +55,10 @@ type EngineModule = {
   _pgl_pq_flush: () => void;
   stackSave: () => number;
   _abort: () => void;
+  _GetSessionUserId: () => number;
+  _GetUserId: () => number;
+  HEAPU8: Uint8Array;
+  addFunction: (fn: (fcinfo: number) => number, signature: string) => number;
 };
 
 /** What PGlite's loop throws for an ERROR (Postgres's longjmp), which it handles itself; anything else is fatal. */
@@ -79,6 +86,17 @@ const NO_CLIENT = copyFail(
  */
 const NO_CLIENT_EXTENDED = new Uint8Array([...NO_CLIENT, 0x53, 0, 0, 0, 4]);
 
+/** This engine cannot confine a call to a role: only superusers may log in to it. */
+export class IdentityUnavailableError extends Error {
+  constructor() {
+    super(
+      "this build of the PostgreSQL engine does not let Tarn confine a session to its role (the backend's " +
+        "authenticated user could not be located): connect as a superuser role",
+    );
+    this.name = "IdentityUnavailableError";
+  }
+}
+
 /** A PGlite instance behind the guard. */
 export class EngineGuard {
   readonly pg: PGlite;
@@ -93,12 +111,17 @@ export class EngineGuard {
   #copy_input: CopyInput | undefined;
   #output: Uint8Array[] = [];
   #fault_armed = false;
+  readonly #backend_pid: BackendPid | undefined;
 
-  /** Installs the guard on `pg` (once, right after it started). */
-  constructor(pg: PGlite) {
+  /**
+   * Installs the guard on `pg` (once, right after it started); with its WASM `exports`, calls can answer
+   * `pg_backend_pid()` for a session.
+   */
+  constructor(pg: PGlite, exports?: WebAssembly.Exports) {
     this.pg = pg;
     const mod = (pg as unknown as { mod: EngineModule }).mod;
     this.#mod = mod;
+    this.#backend_pid = exports && new BackendPid(mod, exports);
     const loop_once = mod._PostgresMainLoopOnce.bind(mod);
     mod._PostgresMainLoopOnce = () => {
       this.#loop_sp = mod.stackSave();
@@ -171,7 +194,19 @@ export class EngineGuard {
    * Passes raw protocol messages to Postgres and resolves with its replies once the WAL they wrote is durable. A
    * COPY FROM STDIN among them takes its data from `copy_input`; without one, it fails with a clear error.
    */
-  async execRaw(message: Uint8Array, copy_input?: CopyInput): Promise<Uint8Array> {
+  async execRaw(message: Uint8Array, copy_input?: CopyInput, identity?: CallIdentity): Promise<Uint8Array> {
+    if (identity?.backend_pid !== undefined && this.#backend_pid !== undefined) {
+      const { backend_pid, ...rest } = identity;
+      return await this.#backend_pid.run(backend_pid, () => this.execRaw(message, copy_input, rest));
+    }
+    if (identity?.catalog || identity?.login_role_id !== undefined) {
+      return await runAs(
+        () => this.#mod.HEAPU8.buffer,
+        await this.#cells(),
+        identity,
+        () => this.execRaw(message, copy_input),
+      );
+    }
     this.#output = [];
     this.#copy_input = copy_input;
     try {
@@ -184,6 +219,28 @@ export class EngineGuard {
       this.#copy_input = undefined;
       this.#output = [];
     }
+  }
+
+  /** Runs `fn` (a call into Postgres) with the bootstrap superuser as the current user, whoever the session is. */
+  async asSuperuser<T>(fn: () => Promise<T>): Promise<T> {
+    const cells = await engineIdentityCells();
+    if (cells === undefined) return await fn();
+    return await runAs(() => this.#mod.HEAPU8.buffer, await this.#cells(), { catalog: true }, fn);
+  }
+
+  /**
+   * The identity cells, checked against this engine at rest: the authenticated user is the superuser, and the
+   * session and current user ids are what Postgres's own functions answer.
+   */
+  async #cells(): Promise<IdentityCells> {
+    const cells = await engineIdentityCells();
+    const view = new Int32Array(this.#mod.HEAPU8.buffer);
+    if (
+      cells === undefined || view[cells.authenticated_user_id >> 2] !== BOOTSTRAP_SUPERUSER_ID ||
+      view[cells.session_user_id >> 2] !== this.#mod._GetSessionUserId() ||
+      view[cells.current_user_id >> 2] !== this.#mod._GetUserId()
+    ) throw new IdentityUnavailableError();
+    return cells;
   }
 
   /**

@@ -18,6 +18,7 @@
  */
 import { NotificationHub } from "./notifications.ts";
 import { textRows } from "./wire.ts";
+import type { LoginRole } from "./login_role.ts";
 
 /** What a compute's backend carries from one owner to the next. */
 export type BackendState = {
@@ -39,6 +40,10 @@ export type BackendState = {
   last_owner_gone: boolean;
   /** Who listens to which channel, among the sessions of this backend. */
   notifications: NotificationHub;
+  /** A session holds the backend now. */
+  owned: boolean;
+  /** Login roles read from the catalog, by name, until a statement may have changed a role. */
+  roles: Map<string, LoginRole>;
 };
 
 /** A backend first seen: it may carry state from sessions served through another handle, so it is reset once. */
@@ -53,6 +58,8 @@ export function newBackendState(): BackendState {
     orphans: new Set(),
     last_owner_gone: false,
     notifications: new NotificationHub(),
+    owned: false,
+    roles: new Map(),
   };
 }
 
@@ -110,15 +117,17 @@ export type Handover = { sql: string; captures: boolean; settings_key: string };
 export function handover(state: BackendState, owner: number, startup: string[]): Handover {
   const settings_key = startup.join(" ");
   const own = state.saved.get(owner) ?? "";
-  const captures = state.dirty && state.last_owner !== 0 && !state.last_owner_gone;
-  const apply = state.dirty || state.settings_key !== settings_key || own !== "";
+  // Other startup settings (or another role) than the last owner's: what the last owner's set goes first.
+  const dirty = state.dirty || state.settings_key !== settings_key;
+  const captures = dirty && state.last_owner !== 0 && !state.last_owner_gone;
+  const apply = dirty || own !== "";
   const orphans = [...state.orphans].map((name) => `DEALLOCATE ${quoteIdent(name)};`);
   // A backend first seen through this handle: whatever is prepared in it belongs to sessions that have all left.
   const unowned = state.last_owner === 0 ? ["DEALLOCATE ALL;"] : [deallocateUnowned([...state.prepared.keys()])];
   const sql = [
     ...captures ? [CAPTURE_SQL] : [],
-    ...(state.last_owner === 0 || state.last_owner_gone) && state.dirty ? unowned : orphans,
-    ...state.dirty ? [RESET_SQL] : [],
+    ...(state.last_owner === 0 || state.last_owner_gone) && dirty ? unowned : orphans,
+    ...dirty ? [RESET_SQL] : [],
     ...apply ? startup : [],
     own,
   ].join(" ").trim();

@@ -7,10 +7,34 @@
  *
  * @module
  */
-import { backendMessage, concatBytes, readyForQuery } from "./wire.ts";
+import { backendMessage, concatBytes, errorResponse, readyForQuery } from "./wire.ts";
+import type { LoginRole } from "./login_role.ts";
 
 /** What a signal asks for. */
 export type BackendSignal = { kind: "cancel" | "terminate"; pid: number };
+
+/** Why a session may not signal another (PostgreSQL's DETAIL for 42501). */
+export type SignalRefused = { detail: string };
+
+/**
+ * PostgreSQL's rule for signalling another backend: a superuser may signal any; a role may signal its own role's
+ * sessions but never a superuser's. (Membership in `pg_signal_backend` is not consulted: such a role is refused.)
+ */
+export function signalRefused(
+  kind: BackendSignal["kind"],
+  from: LoginRole | undefined,
+  target: LoginRole | undefined,
+): SignalRefused | undefined {
+  if (from?.superuser || from === undefined || target === undefined) return undefined;
+  const verb = kind === "cancel" ? "cancel queries of" : "terminate";
+  if (target.superuser) {
+    return {
+      detail: `Only roles with the SUPERUSER attribute may ${verb} processes of roles with the SUPERUSER attribute.`,
+    };
+  }
+  if (target.oid === from.oid) return undefined;
+  return { detail: `Only roles with privileges of the role whose process is being signalled may ${verb} it.` };
+}
 
 const SIGNAL_QUERY = /^\s*select\s+(?:pg_catalog\.)?pg_(cancel|terminate)_backend\s*\(\s*(\d{1,10})\s*\)\s*;?\s*$/i;
 
@@ -22,8 +46,18 @@ export function backendSignal(sql: string): BackendSignal | undefined {
   return pid > 0x7fff_ffff ? undefined : { kind: match[1].toLowerCase() as BackendSignal["kind"], pid };
 }
 
-/** Postgres's answer to the statement: one boolean column named after the function, then ReadyForQuery `status`. */
-export function signalReply(signal: BackendSignal, sent: boolean, status: string): Uint8Array {
+/**
+ * Postgres's answer to the statement: one boolean column named after the function, or the error that refused it;
+ * then ReadyForQuery `status`.
+ */
+export function signalReply(signal: BackendSignal, sent: boolean | SignalRefused, status: string): Uint8Array {
+  if (typeof sent !== "boolean") {
+    const action = signal.kind === "cancel" ? "cancel query" : "terminate process";
+    return concatBytes([
+      errorResponse("ERROR", "42501", `permission denied to ${action}`, sent.detail),
+      readyForQuery(status),
+    ]);
+  }
   const name = new TextEncoder().encode(`pg_${signal.kind}_backend`);
   const field = new Uint8Array(name.length + 1 + 18);
   field.set(name, 0);

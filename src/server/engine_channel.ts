@@ -38,7 +38,7 @@ const CLIENT_ASLEEP = 7;
 /** Where a request's integer fields start. */
 const REQUEST_FIELDS = 8;
 /** Integer fields a request carries. */
-export const FIELD_COUNT = 6;
+export const FIELD_COUNT = 8;
 /** REPLY_LENGTH of a reply sent by postMessage instead (too large, or an error). */
 const REPLY_ELSEWHERE = -1;
 

@@ -23,6 +23,7 @@ import { copyFail } from "../compute/engine_guard.ts";
 import type { Logger } from "../logger.ts";
 import { pageIoPort, startPageIoWorker } from "../compute/remote/page_channel.ts";
 import type { BranchStats } from "../compute/remote/remote_tenant.ts";
+import { type CallIdentity, identityCode } from "../compute/engine_identity.ts";
 
 /** Requests in flight at once; each client connection has at most one, so this is far above need. */
 const MAX_PENDING = 10_000;
@@ -201,6 +202,7 @@ export class EngineHost {
         request.acquire ? 1 : 0,
         request.seq,
         request.copy ? 1 : 0,
+        ...request.identity,
       ];
       const reply = await this.#lane.call(fields, request.bytes);
       if (reply === undefined) return await elsewhere as ExecResult;
@@ -301,7 +303,7 @@ class RemoteBackend implements SharedBackend {
     const ownership = { token: next_token++, held: false };
     try {
       // The Worker runs the idle-time policy itself whenever it gives the backend back.
-      return await fn((bytes) => this.#exec(ownership, bytes, copy), () => Promise.resolve());
+      return await fn((bytes, identity) => this.#exec(ownership, bytes, identity, copy), () => Promise.resolve());
     } finally {
       handBack();
       if (ownership.held) this.#send({ op: "done", token: ownership.token });
@@ -313,7 +315,12 @@ class RemoteBackend implements SharedBackend {
     return this.#attached.compute_id;
   }
 
-  async #exec(ownership: { token: number; held: boolean }, bytes: Uint8Array, copy?: CopyStream): Promise<Uint8Array> {
+  async #exec(
+    ownership: { token: number; held: boolean },
+    bytes: Uint8Array,
+    identity: CallIdentity | undefined,
+    copy?: CopyStream,
+  ): Promise<Uint8Array> {
     const seq = this.#next_seq++;
     const acquire = !ownership.held;
     ownership.held = true;
@@ -321,7 +328,17 @@ class RemoteBackend implements SharedBackend {
     try {
       const { token } = ownership;
       const compute_id = this.#attached.compute_id;
-      const request = { op: "exec", id: 0, token, compute_id, acquire, seq, copy: copy !== undefined, bytes } as const;
+      const request = {
+        op: "exec",
+        id: 0,
+        token,
+        compute_id,
+        acquire,
+        seq,
+        copy: copy !== undefined,
+        identity: identityCode(identity),
+        bytes,
+      } as const;
       const result = await this.#call(request, copy);
       if (result.cancel !== undefined) this.#attached.cancel = result.cancel;
       ownership.held = !result.released;

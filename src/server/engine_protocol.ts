@@ -73,6 +73,8 @@ export type EngineRequest =
     seq: number;
     /** Whether a COPY FROM STDIN may ask the server's thread for the client's data (`copy_output`). */
     copy: boolean;
+    /** Who the call runs as (`identityCode`). */
+    identity: [number, number];
     bytes: Uint8Array;
   }
   | { op: "inject_fault"; id: number; compute_id: number }

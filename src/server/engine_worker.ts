@@ -16,6 +16,8 @@ import { RemoteTenant } from "../compute/remote/remote_tenant.ts";
 import { runAdmin } from "../branch_admin.ts";
 import { copyFeedInput } from "./copy_feed.ts";
 import type { CopyInput } from "../compute/engine_guard.ts";
+import { type CallIdentity, identityOfCode } from "../compute/engine_identity.ts";
+import { engineIdentityCells } from "../compute/engine.ts";
 import {
   type AttachedCompute,
   CONTROL_CANCEL_SEQ,
@@ -38,7 +40,7 @@ type Entry = {
   restarts: number;
 };
 type Held = {
-  exec: (bytes: Uint8Array, copy_input?: CopyInput) => Promise<Uint8Array>;
+  exec: (bytes: Uint8Array, identity?: CallIdentity, copy_input?: CopyInput) => Promise<Uint8Array>;
   idle: () => Promise<void>;
   done: () => void;
 };
@@ -105,6 +107,8 @@ function handle(request: Exclude<EngineRequest, { op: "attach_running" | "done" 
 async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
   if (tarn !== undefined) throw new Error("the engine is open already");
   open_options = options;
+  // Every login reads its role as the superuser: find where the engine keeps who it is while the engine opens.
+  engineIdentityCells();
   const log = (event: string, fields: Record<string, unknown>) =>
     self.postMessage({ log: event, fields } satisfies EngineReply);
   tarn = options.remote === undefined
@@ -136,7 +140,7 @@ async function open(options: EngineOpenOptions, lane: Lane): Promise<void> {
 
 /** An exec that came by the lane: its reply goes back in the lane (first byte: released), else by postMessage. */
 async function execFromLane(fields: number[], bytes: Uint8Array): Promise<Uint8Array | undefined> {
-  const [id, token, compute_id, acquire, seq, copy] = fields;
+  const [id, token, compute_id, acquire, seq, copy, role, pid] = fields;
   try {
     const result = await exec({
       op: "exec",
@@ -146,6 +150,7 @@ async function execFromLane(fields: number[], bytes: Uint8Array): Promise<Uint8A
       acquire: acquire === 1,
       seq,
       copy: copy === 1,
+      identity: [role, pid],
       bytes,
     });
     if (result.bytes.length + 1 > LANE_BYTES || result.cancel !== undefined) {
@@ -228,7 +233,8 @@ async function exec(request: Extract<EngineRequest, { op: "exec" }>): Promise<Ex
   armCancel(holder.entry, request.seq);
   let bytes: Uint8Array;
   try {
-    bytes = await exec(request.bytes, request.copy ? copyInput(request.id) : undefined);
+    const identity = identityOfCode(request.identity);
+    bytes = await exec(request.bytes, identity, request.copy ? copyInput(request.id) : undefined);
   } finally {
     disarmCancel(holder.entry);
   }

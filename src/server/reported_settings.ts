@@ -28,10 +28,14 @@ const STARTUP_VALUES: readonly [string, string][] = [
   ["TimeZone", "UTC"],
 ];
 
-/** One row per reported setting: its name and its value now. */
-export const REPORTED_SQL = `SELECT n, pg_catalog.current_setting(n, true) FROM unnest(ARRAY[${
-  STARTUP_VALUES.map(([name]) => `'${name}'`).join(", ")
-}]) AS n;`;
+/**
+ * One row per reported setting: its name and its value now. `session_authorization` is the session user: PGlite's
+ * backend never set the setting at login, so a RESET empties it while the session user stays.
+ */
+export const REPORTED_SQL = `SELECT n, CASE WHEN n = 'session_authorization' THEN session_user::text ` +
+  `ELSE pg_catalog.current_setting(n, true) END FROM unnest(ARRAY[${
+    STARTUP_VALUES.map(([name]) => `'${name}'`).join(", ")
+  }]) AS n;`;
 
 /** What one client has been told of the reported settings. */
 export class ReportedSettings {

@@ -25,15 +25,20 @@ export class AuthenticationFailedError extends Error {
   }
 }
 
-/** The server's secrets for one password: computed once, kept in memory. */
-export type ScramSecret = { salt: Uint8Array; stored_key: Uint8Array; server_key: Uint8Array };
+/** The server's secrets for one password (a SCRAM verifier): computed once, kept in memory. */
+export type ScramSecret = { iterations: number; salt: Uint8Array; stored_key: Uint8Array; server_key: Uint8Array };
 
 /** Derives the secret from a password, with a fresh random salt. */
 export async function scramSecret(password: string): Promise<ScramSecret> {
   const salt = crypto.getRandomValues(new Uint8Array(16));
   const salted = await pbkdf2(password, salt, ITERATIONS);
   const client_key = await hmac(salted, "Client Key");
-  return { salt, stored_key: await sha256(client_key), server_key: await hmac(salted, "Server Key") };
+  return {
+    iterations: ITERATIONS,
+    salt,
+    stored_key: await sha256(client_key),
+    server_key: await hmac(salted, "Server Key"),
+  };
 }
 
 /** Runs the exchange; resolves when the client proved it knows the password, else throws. */
@@ -49,7 +54,7 @@ export async function authenticate(channel: ScramChannel, secret: ScramSecret, u
   if (match === null || match[1] === "p") throw new ProtocolError("malformed SCRAM client-first message");
   const [, , client_first_bare, client_nonce] = match;
   const nonce = client_nonce + base64(crypto.getRandomValues(new Uint8Array(18)));
-  const server_first = `r=${nonce},s=${base64(secret.salt)},i=${ITERATIONS}`;
+  const server_first = `r=${nonce},s=${base64(secret.salt)},i=${secret.iterations}`;
   await channel.write(authentication(11, encoder.encode(server_first)));
   const response = await expectPassword(channel);
   const client_final = new TextDecoder().decode(response.body);

@@ -9,7 +9,7 @@
 import type { AdminRequest } from "../branch_admin.ts";
 import type { BranchStats } from "../compute/remote/remote_tenant.ts";
 import { ServerMetrics } from "./server_metrics.ts";
-import type { BackendSignal } from "./backend_signals.ts";
+import { type BackendSignal, signalRefused } from "./backend_signals.ts";
 import { scramSecret } from "./scram.ts";
 import { ServerSession } from "./session.ts";
 import type { SharedBackend } from "./shared_backend.ts";
@@ -115,9 +115,11 @@ export class TarnServer {
       attach: (params: Record<string, string>) =>
         source.attachCompute(branchOf(params, options.default_branch), atOf(params)),
       backends: new WeakMap<SharedBackend, BackendState>(),
-      signal: ({ kind, pid }: BackendSignal) => {
+      signal: ({ kind, pid }: BackendSignal, from: ServerSession) => {
         const session = this.#by_id.get(pid);
         if (session === undefined) return false;
+        const refused = signalRefused(kind, from.role, session.role);
+        if (refused !== undefined) return refused;
         log("backend_signal", { session: pid, kind });
         session.cancel();
         if (kind === "terminate") {

@@ -8,7 +8,9 @@
  *
  * @module
  */
-import { authenticate, AuthenticationFailedError } from "./scram.ts";
+import { AuthenticationFailedError } from "./scram.ts";
+import { logIn, LoginRefusedError, type LoginRole, loginRoleOf, loginRoleSql } from "./login_role.ts";
+import type { CallIdentity } from "../compute/engine_identity.ts";
 import { renameStatements } from "./statement_names.ts";
 import { readCopyIn } from "./copy_in.ts";
 import { ClientConnection } from "./client_connection.ts";
@@ -25,6 +27,7 @@ import {
   timeoutsOf,
 } from "./session_timeouts.ts";
 import {
+  type BackendState,
   handedOver,
   handover,
   HOLDS_TEMP_SQL,
@@ -72,7 +75,16 @@ export class ServerSession {
   #in_flight: Promise<Uint8Array> | undefined;
   #release: (() => Promise<void>) | undefined;
   /** While the session owns the backend: its exec, and the resolver that hands the backend back. */
-  #owned: { exec: (m: Uint8Array) => Promise<Uint8Array>; idle: () => Promise<void>; done: () => void } | undefined;
+  #owned: {
+    exec: (m: Uint8Array) => Promise<Uint8Array>;
+    /** Runs the hand-over's statements, which may change the session's identity. */
+    handover: (m: Uint8Array) => Promise<Uint8Array>;
+    idle: () => Promise<void>;
+    done: () => void;
+  } | undefined;
+  #role: LoginRole | undefined;
+  /** Who the session's calls run as: its login role, unless that is a superuser. */
+  #identity: CallIdentity | undefined;
   #batch: Uint8Array[] = [];
   /** Extended-protocol messages went to Postgres (or wait to) without the ReadyForQuery that ends them. */
   #open_batch = false;
@@ -121,6 +133,9 @@ export class ServerSession {
       } else if (error instanceof ProtocolError) {
         this.#ctx.log("protocol_error", { session: this.id, message: error.message });
         await this.#write(errorResponse("FATAL", "08P01", error.message)).catch(() => {});
+      } else if (error instanceof LoginRefusedError) {
+        this.#ctx.log("login_refused", { session: this.id, user: this.#params.user, message: error.message });
+        await this.#write(errorResponse("FATAL", "28000", error.message)).catch(() => {});
       } else if (error instanceof AuthenticationFailedError) {
         this.#ctx.log("authentication_failed", { session: this.id, user: this.#params.user });
         await this.#write(errorResponse("FATAL", "28P01", error.message)).catch(() => {});
@@ -167,6 +182,11 @@ export class ServerSession {
     await this.#release?.();
   }
 
+  /** The role the session logged in as, once authenticated. */
+  get role(): LoginRole | undefined {
+    return this.#role;
+  }
+
   /** The compute this session is attached to, once started. */
   get compute(): SharedBackend | undefined {
     return this.#compute;
@@ -205,24 +225,27 @@ export class ServerSession {
     const params = await readStartup(this.#client, this.#ctx);
     if (params === undefined) return false;
     this.#params = params;
+    const user = params.user ?? "postgres";
+    const { compute, release } = await this.#ctx.attach(params);
+    this.#compute = compute;
+    this.#release = release;
+    const channel = {
+      next: () => this.#client.next(() => this.#client.reader.takeMessage()),
+      write: (b: Uint8Array) => this.#write(b),
+    };
+    const role = await logIn(channel, user, await this.#lookUpRole(compute, user), this.#ctx.password);
+    this.#role = role;
+    // A superuser may take any identity anyway: its calls need no confinement.
+    this.#identity = role.superuser ? undefined : { login_role_id: role.oid };
     this.#reported = new ReportedSettings({
-      session_authorization: params.user ?? "postgres",
+      session_authorization: user,
+      is_superuser: role.superuser ? "on" : "off",
       application_name: params.application_name ?? "",
     });
     // Startup settings may change reported ones: the first batch checks.
     const settings = startupSettings(params);
     this.#settings_may_change = settings.length > 0;
     Object.assign(this.#timeouts, startupTimeouts(settings));
-    if (this.#ctx.password !== undefined) {
-      const channel = {
-        next: () => this.#client.next(() => this.#client.reader.takeMessage()),
-        write: (b: Uint8Array) => this.#write(b),
-      };
-      await authenticate(channel, await this.#ctx.password, params.user ?? "postgres");
-    }
-    const { compute, release } = await this.#ctx.attach(params);
-    this.#compute = compute;
-    this.#release = release;
     this.secret = crypto.getRandomValues(new Int32Array(1))[0];
     await this.#write(concatBytes([
       authenticationOk(),
@@ -231,6 +254,30 @@ export class ServerSession {
       readyForQuery("I"),
     ]));
     return true;
+  }
+
+  /**
+   * The role `user` in the branch's catalog, read as the superuser whoever holds the backend's session. While
+   * another session runs a statement, a role read before (and not changed since) is taken as read: a client
+   * connects without waiting for another's statement, as with PostgreSQL.
+   */
+  async #lookUpRole(compute: SharedBackend, user: string): Promise<LoginRole | undefined> {
+    const state = this.#backendState(compute);
+    const known = state.roles.get(user);
+    if (known !== undefined && state.owned) return known;
+    const role = await compute.exclusive(async (exec) => {
+      const reply = await exec(backendMessage("Q", cStrings(loginRoleSql(user))), { catalog: true });
+      return loginRoleOf(user, reply);
+    });
+    if (role === undefined) state.roles.delete(user);
+    else if (state.roles.size < MAX_KNOWN_ROLES) state.roles.set(user, role);
+    return role;
+  }
+
+  #backendState(compute: SharedBackend): BackendState {
+    let state = this.#ctx.backends.get(compute);
+    if (state === undefined) this.#ctx.backends.set(compute, state = newBackendState());
+    return state;
   }
 
   async #serve(): Promise<void> {
@@ -250,7 +297,7 @@ export class ServerSession {
         // Signals to other sessions are the server's to deliver, without waiting for the backend they may hold.
         const signal = backendSignal(new TextDecoder().decode(message.body));
         if (signal !== undefined) {
-          await this.#write(signalReply(signal, this.#ctx.signal(signal), "I"));
+          await this.#write(signalReply(signal, this.#ctx.signal(signal, this), "I"));
           continue;
         }
       }
@@ -263,6 +310,7 @@ export class ServerSession {
         }
         if (LISTEN_STATEMENT.test(text)) this.#listen_commands.push(...listenCommands(text));
         if (TEMP_OBJECTS.test(text)) this.#maybe_temp = true;
+        if (ROLE_CHANGE.test(text)) this.#ctx.backends.get(this.#compute!)!.roles.clear();
       }
       if (message.type === "Q" || message.type === "F") await this.#run([...this.#batch.splice(0), frame(message)]);
       else {
@@ -363,13 +411,23 @@ export class ServerSession {
   async #acquire(): Promise<void> {
     if (this.#owned !== undefined) return;
     const compute = this.#compute!;
-    let state = this.#ctx.backends.get(compute);
-    if (state === undefined) this.#ctx.backends.set(compute, state = newBackendState());
+    const state = this.#backendState(compute);
     state.waiting++;
     await new Promise<void>((acquired, failed) => {
       compute.exclusive((exec, idle) =>
         new Promise<void>((done) => {
-          this.#owned = { exec, idle, done };
+          state.owned = true;
+          const handBack = () => {
+            state.owned = false;
+            done();
+          };
+          const pid = { backend_pid: this.id };
+          this.#owned = {
+            exec: (message) => exec(message, { ...this.#identity, ...pid }),
+            handover: (message) => exec(message, pid),
+            idle,
+            done: handBack,
+          };
           acquired();
         }), this.#copy_stream).catch(failed);
     }).finally(() => state.waiting--);
@@ -381,8 +439,10 @@ export class ServerSession {
     }
     if (state.last_owner === this.id) return;
     // set_config takes a value as the startup packet does (`search_path=a,b` is two schemas, not one name).
+    const user = this.#params.user ?? "postgres";
     const startup = [
-      storedSettingsSql(this.#params.user ?? "postgres"),
+      `SET SESSION AUTHORIZATION ${quoteIdent(user)};`,
+      storedSettingsSql(user),
       ...startupSettings(this.#params).map(([name, value]) =>
         `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false);`
       ),
@@ -391,7 +451,7 @@ export class ServerSession {
     // The first time, the timeouts in force are read too: ALTER ROLE/DATABASE ... SET may have set them.
     const first = !this.#timeouts_read;
     const sql = first ? `${plan.sql} ${TIMEOUTS_SQL}`.trim() : plan.sql;
-    const reply = sql === "" ? new Uint8Array(0) : await this.#owned!.exec(backendMessage("Q", cStrings(sql)));
+    const reply = sql === "" ? new Uint8Array(0) : await this.#owned!.handover(backendMessage("Q", cStrings(sql)));
     handedOver(state, this.id, plan, reply);
     if (first) Object.assign(this.#timeouts, timeoutsOf(reply));
     this.#timeouts_read = true;
@@ -461,6 +521,16 @@ function frame(message: FrontendMessage): Uint8Array {
 
 function quoteLiteral(value: string): string {
   return `'${value.replaceAll("'", "''")}'`;
+}
+
+/** Roles whose login is remembered per backend (see `#lookUpRole`). */
+const MAX_KNOWN_ROLES = 1000;
+
+/** A statement that may create, change or drop a role: the roles known for logins are read again. */
+const ROLE_CHANGE = /\b(?:role|user|group)\b/i;
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
 }
 
 function printable(type: string): string {

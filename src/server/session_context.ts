@@ -5,7 +5,7 @@
  */
 import type { AdminRequest } from "../branch_admin.ts";
 import type { BackendState } from "./backend_handover.ts";
-import type { BackendSignal } from "./backend_signals.ts";
+import type { BackendSignal, SignalRefused } from "./backend_signals.ts";
 import type { ScramSecret } from "./scram.ts";
 import type { ServerSession } from "./session.ts";
 import type { SharedBackend } from "./shared_backend.ts";
@@ -20,8 +20,11 @@ export type SessionContext = {
   engineFailed(compute: SharedBackend, session: ServerSession): void;
   /** A CancelRequest arrived: cancel the running statement of the session with this id, when the secret matches. */
   cancel(pid: number, secret: number): void;
-  /** `pg_cancel_backend` or `pg_terminate_backend` of session `pid`: whether there is such a session. */
-  signal(signal: BackendSignal): boolean;
+  /**
+   * `pg_cancel_backend` or `pg_terminate_backend` of session `pid` by session `from`: whether there is such a
+   * session; an error (42501) when `from` may not signal it.
+   */
+  signal(signal: BackendSignal, from: ServerSession): boolean | SignalRefused;
   /** A client must be through startup and authentication within this (ms). */
   authentication_timeout_ms: number;
   /** Largest message accepted (bytes). */

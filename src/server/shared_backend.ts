@@ -5,6 +5,8 @@
  * @module
  */
 
+import type { CallIdentity } from "../compute/engine_identity.ts";
+
 /**
  * The client's side of a COPY FROM STDIN running in Postgres: `write` gives the client Postgres's replies so far
  * (CopyInResponse first), `read` the client's next messages (CopyData, CopyDone or CopyFail, Flush, Sync).
@@ -13,10 +15,10 @@ export type CopyStream = { write(bytes: Uint8Array): Promise<void>; read(): Prom
 
 /**
  * What an owner of a backend does with it: `exec` passes raw protocol messages to Postgres and resolves with its
- * replies once the WAL they wrote is durable; `idle` runs the checkpoint policy, for when no transaction is open.
+ * replies once the WAL they wrote is durable, run as `identity` (`engine_identity.ts`) when given; `idle` runs the checkpoint policy, for when no transaction is open.
  */
 export type BackendFn<T> = (
-  exec: (message: Uint8Array) => Promise<Uint8Array>,
+  exec: (message: Uint8Array, identity?: CallIdentity) => Promise<Uint8Array>,
   idle: () => Promise<void>,
 ) => Promise<T>;
 

@@ -12,8 +12,8 @@ import { type Fork, ForkPool } from "./fork_pool.ts";
 import { DirLock } from "./dir_lock.ts";
 import { type BranchInfo, BranchManager, type BranchStart, MAIN } from "./branch_manager.ts";
 import { ClosedError, ConfigurationError } from "./errors.ts";
-import { formatLsn } from "./lsn.ts";
-import type { BranchAt } from "./replication/branch_point.ts";
+import { formatLsn, type Lsn } from "./lsn.ts";
+import { type BranchAt, READ_ONLY_HEAD } from "./replication/branch_point.ts";
 import { BranchCatalog } from "./storage/branch_catalog.ts";
 import {
   newTimelineId,
@@ -257,11 +257,13 @@ export class Tarn {
   async attachCompute(
     branch: string,
     at?: BranchAt,
-  ): Promise<{ compute: Compute; release: () => Promise<void> }> {
+  ): Promise<{ compute: Compute; release: () => Promise<void>; lsn?: Lsn }> {
     this.#assertOpen();
     if (at !== undefined) {
-      const { compute, storage } = await this.#readOnlyCompute(branch, at);
-      return { compute, release: () => this.#stopReadOnly(compute, storage) };
+      // A replica's next compute replays the WAL since the primary's last checkpoint: make that little.
+      if (at === READ_ONLY_HEAD) await (await this.#computes.get(branch)?.catch(() => undefined))?.checkpoint();
+      const { compute, storage, lsn } = await this.#readOnlyCompute(branch, at === READ_ONLY_HEAD ? undefined : at);
+      return { compute, release: () => this.#stopReadOnly(compute, storage), lsn };
     }
     const compute = await this.#compute(branch);
     this.#clients.set(branch, (this.#clients.get(branch) ?? 0) + 1);
@@ -276,11 +278,18 @@ export class Tarn {
     };
   }
 
+  /** The head of `branch` now: the end of its durable WAL, above every acknowledged commit. */
+  async headLsn(branch: string): Promise<Lsn> {
+    this.#assertOpen();
+    return (await this.#timelines.open(this.#branches.get(branch).timeline_id)).wal.flush_lsn;
+  }
+
   async #readOnlyCompute(branch: string, at: BranchAt | undefined) {
     const known = this.#branches.get(branch);
     const lsn = await this.#branches.branchPoint(known, at);
     const storage = await this.#timelines.ephemeral(known.timeline_id, lsn);
-    const compute = await Compute.start(storage, { ...this.#options, read_only: true });
+    const settings = [...this.#options.settings ?? [], `tarn.replay_lsn=${formatLsn(lsn)}`];
+    const compute = await Compute.start(storage, { ...this.#options, read_only: true, settings });
     this.#read_only.add(compute);
     return { compute, storage, lsn };
   }

@@ -221,6 +221,14 @@ export class Compute {
     };
   }
 
+  /**
+   * CHECKPOINT now (when no transaction is open), so that a compute started from this timeline's storage next
+   * replays little WAL: a replica's next generation asks for one.
+   */
+  async checkpoint(): Promise<void> {
+    await this.#session.run(async () => await this.#checkpointer?.checkpoint());
+  }
+
   /** The timeline's WAL end: where a branch made now starts. */
   async headLsn(): Promise<bigint> {
     return await this.#session.run(() => this.#storage.wal.flush());

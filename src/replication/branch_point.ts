@@ -95,6 +95,9 @@ export function scanCommits(
 /** A branch point as users give it: an LSN (bigint or `0/17CC6C8`) or a time. */
 export type BranchAt = bigint | string | Date;
 
+/** A {@linkcode BranchAt} for "the head, read only": what a replica's next compute starts at. */
+export const READ_ONLY_HEAD = "head";
+
 /**
  * Resolves `at` on a branch whose stored WAL ends at `end_lsn` to an exact record boundary; no `at` means the head.
  * Throws {@linkcode LsnOutOfRangeError} for a point beyond the head or before the history held.

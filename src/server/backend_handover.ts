@@ -42,6 +42,11 @@ export type BackendState = {
   notifications: NotificationHub;
   /** A session holds the backend now. */
   owned: boolean;
+  /**
+   * The engine's generation (0 for a backend whose engine never changes). On a replica each generation is a
+   * fresh engine: sessions keep their settings with the server (`saved`) and set them again on the next one.
+   */
+  generation: number;
   /** Login roles read from the catalog, by name, until a statement may have changed a role. */
   roles: Map<string, LoginRole>;
 };
@@ -60,7 +65,31 @@ export function newBackendState(): BackendState {
     notifications: new NotificationHub(),
     owned: false,
     roles: new Map(),
+    generation: 0,
   };
+}
+
+/** The backend is a fresh engine (a replica's next generation): nothing of the last one's session state is there. */
+export function newGeneration(state: BackendState, generation: number): void {
+  Object.assign(state, {
+    generation,
+    last_owner: 0,
+    dirty: true,
+    settings_key: "",
+    prepared: new Map(),
+    orphans: new Set(),
+    last_owner_gone: false,
+  });
+}
+
+/**
+ * On a replica, a session that may have changed its settings reads them before it gives the backend back (the
+ * next owner may be on a fresh engine, where nobody could read them): the reply to {@linkcode CAPTURE_SQL}.
+ */
+export function keepOwnSettings(state: BackendState, owner: number, reply: Uint8Array): void {
+  const [settings] = textRows(reply)[0] ?? [];
+  if (settings) state.saved.set(owner, settings);
+  else state.saved.delete(owner);
 }
 
 /**
@@ -88,7 +117,7 @@ const RESET_SQL = "SET SESSION AUTHORIZATION postgres; RESET ROLE; RESET ALL; CL
  * `pg_settings`) and its session-level settings back, and the names of the statements prepared by SQL,
  * comma-separated and quoted.
  */
-const CAPTURE_SQL = "SELECT concat_ws(' ', CASE WHEN session_user <> 'postgres' THEN " +
+export const CAPTURE_SQL = "SELECT concat_ws(' ', CASE WHEN session_user <> 'postgres' THEN " +
   "format('SET SESSION AUTHORIZATION %I;', session_user) END, CASE WHEN current_user <> session_user THEN " +
   "format('SET ROLE %I;', current_user) END, (SELECT string_agg(format('SELECT pg_catalog.set_config(%L, %L, " +
   "false);', name, setting), ' ') FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT LIKE " +
@@ -145,7 +174,8 @@ export function handedOver(state: BackendState, owner: number, done: Handover, r
     }
   }
   state.orphans.clear();
-  const restored = state.saved.delete(owner);
+  // A replica's sessions keep theirs for the next generation.
+  const restored = state.generation > 0 ? state.saved.has(owner) : state.saved.delete(owner);
   Object.assign(state, { last_owner: owner, dirty: restored, settings_key: done.settings_key, last_owner_gone: false });
 }
 

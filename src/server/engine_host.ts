@@ -111,13 +111,15 @@ export class EngineHost {
   async attachCompute(
     branch: string,
     at?: BranchAt,
-  ): Promise<{ compute: SharedBackend; release: () => Promise<void> }> {
+  ): Promise<{ compute: SharedBackend; release: () => Promise<void>; lsn?: bigint }> {
     const attach_id = this.#next_id++;
+    let lsn: bigint | undefined;
     let known = at === undefined ? this.#running.get(branch) : undefined;
     if (known !== undefined) {
       this.#send({ op: "attach_running", attach_id, compute_id: known.compute_id, branch });
     } else {
       const attached = await this.#call({ op: "attach", id: 0, attach_id, branch, at }) as AttachedCompute;
+      lsn = attached.lsn;
       known = this.#backends.get(attached.compute_id);
       if (known === undefined) {
         const backend = new RemoteBackend(
@@ -135,6 +137,7 @@ export class EngineHost {
     let released = false;
     return {
       compute: attachment.backend,
+      lsn,
       release: async () => {
         if (released) return;
         released = true;
@@ -153,12 +156,17 @@ export class EngineHost {
     await this.#call({ op: "inject_fault", id: 0, compute_id: compute.compute_id });
   }
 
-  /** Runs an administration request on the engine's database (`admin.ts`). */
+  /** The head of `branch` now (a replica's freshness check). */
+  headLsn(branch: string): Promise<bigint> {
+    return this.#call({ op: "head", id: 0, branch }) as Promise<bigint>;
+  }
+
   /** Each served branch's counters (a compute on a pageserver; none for a data directory). */
   stats(): Promise<BranchStats[]> {
     return this.#call({ op: "stats", id: 0 }) as Promise<BranchStats[]>;
   }
 
+  /** Runs an administration request on the engine's database (`admin.ts`). */
   admin(request: AdminRequest): Promise<unknown> {
     return this.#call({ op: "admin", id: 0, request });
   }

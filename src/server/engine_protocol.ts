@@ -49,6 +49,8 @@ export type EngineOpenOptions = {
 export type AttachedCompute = {
   /** The same id for the same compute, across attachments. */
   compute_id: number;
+  /** Where a read-only compute stands. */
+  lsn?: bigint;
   /** Where to cancel its running statement: undefined when its memory is not shared. */
   cancel?: {
     memory: SharedArrayBuffer;
@@ -82,6 +84,7 @@ export type EngineRequest =
   | { op: "wake" }
   | { op: "admin"; id: number; request: AdminRequest }
   | { op: "stats"; id: number }
+  | { op: "head"; id: number; branch: string }
   | { op: "close"; id: number };
 
 /**

@@ -97,6 +97,9 @@ function handle(request: Exclude<EngineRequest, { op: "attach_running" | "done" 
     case "admin":
       if (tarn === undefined) throw new Error("the engine is not open");
       return tarn instanceof Tarn ? runAdmin(tarn, request.request) : tarn.admin(request.request);
+    case "head":
+      if (tarn === undefined) throw new Error("the engine is not open");
+      return tarn.headLsn(request.branch);
     case "stats":
       return tarn instanceof RemoteTenant ? tarn.stats() : Promise.resolve([]);
     case "close":
@@ -188,7 +191,7 @@ function attachRunning(attach_id: number, compute_id: number, branch: string): v
 
 async function attach(attach_id: number, branch: string, at?: BranchAt): Promise<AttachedCompute> {
   if (tarn === undefined) throw new Error("the engine is not open");
-  const { compute, release } = await tarn.attachCompute(branch, at);
+  const { compute, release, lsn } = await tarn.attachCompute(branch, at);
   let compute_id = compute_ids.get(compute);
   if (compute_id === undefined || !computes.has(compute_id)) {
     compute_id = next_id++;
@@ -201,7 +204,7 @@ async function attach(attach_id: number, branch: string, at?: BranchAt): Promise
   const entry = computes.get(compute_id)!;
   entry.attachments++;
   releases.set(attach_id, { compute_id, release });
-  return { compute_id, cancel: entry.cancel };
+  return { compute_id, cancel: entry.cancel, lsn };
 }
 
 async function release(attach_id: number): Promise<void> {

@@ -14,7 +14,10 @@ import { scramSecret } from "./scram.ts";
 import { ServerSession } from "./session.ts";
 import type { SharedBackend } from "./shared_backend.ts";
 import type { BackendState } from "./backend_handover.ts";
-import type { BranchAt } from "../replication/branch_point.ts";
+import { type BranchAt, READ_ONLY_HEAD } from "../replication/branch_point.ts";
+import { ReplicaBackend } from "./replica_backend.ts";
+import type { Lsn } from "../lsn.ts";
+import assert from "node:assert/strict";
 import { errorResponse, ProtocolError } from "./wire.ts";
 import type { Logger } from "../logger.ts";
 
@@ -22,8 +25,20 @@ const DEFAULT_IDLE_IN_TRANSACTION_MS = 60_000;
 
 /** Where a branch's compute comes from: the embedded `Tarn`, or an `EngineHost` running it in a Worker. */
 export type ComputeSource = {
-  attachCompute(branch: string, at?: BranchAt): Promise<{ compute: SharedBackend; release: () => Promise<void> }>;
+  /** The compute of `branch` (read only at `at`; at `READ_ONLY_HEAD`, with the LSN it starts at). */
+  attachCompute(
+    branch: string,
+    at?: BranchAt,
+  ): Promise<{ compute: SharedBackend; release: () => Promise<void>; lsn?: Lsn }>;
+  /** The head of `branch` now; replicas need it. */
+  headLsn?(branch: string): Promise<Lsn>;
 };
+
+/** A replica of a branch, shared by the sessions on it. */
+type ReplicaEntry = { backend: ReplicaBackend; attachments: number; linger?: ReturnType<typeof setTimeout> };
+
+/** How long a replica nobody uses keeps its compute, for the next connection (ms). */
+const REPLICA_LINGER_MS = 30_000;
 
 /** How the server runs. */
 export type ServerOptions = {
@@ -47,15 +62,25 @@ export type ServerOptions = {
   default_branch?: string;
   /** Serves `POST /admin` on the same port, from loopback clients only (`tarn branch` on a running server). */
   admin?: (request: AdminRequest) => Promise<unknown>;
+  /** A new transaction on a replica sees a state at most this old (ms). Default 1,000. */
+  replica_max_lag_ms?: number;
   /** The branches' counters for `GET /metrics` and `GET /status` (a compute on a pageserver). */
   branch_stats?: () => Promise<BranchStats[]>;
 };
+
+/** Whether a startup packet asks for a read replica: `options=--replica`, or a database name ending in `-ro`. */
+export function replicaOf(params: Record<string, string>): boolean {
+  return /(?:^|\s)--replica(?:\s|$)/.test(params.options ?? "") || (params.database ?? "").endsWith(REPLICA_SUFFIX);
+}
+
+const REPLICA_SUFFIX = "-ro";
 
 /** The branch a startup packet asks for. */
 export function branchOf(params: Record<string, string>, default_branch = "main"): string {
   const option = /(?:^|\s)--branch=(\S+)/.exec(params.options ?? "");
   if (option !== null) return option[1];
-  const database = params.database ?? params.user ?? "postgres";
+  let database = params.database ?? params.user ?? "postgres";
+  if (database.endsWith(REPLICA_SUFFIX)) database = database.slice(0, -REPLICA_SUFFIX.length);
   return database === "postgres" || database === "template1" || database === "" ? default_branch : database;
 }
 
@@ -84,6 +109,7 @@ export class TarnServer {
   /** Counters for `GET /metrics`. */
   readonly #metrics = new ServerMetrics();
   readonly #started_ms = Date.now();
+  readonly #replicas = new Map<string, ReplicaEntry>();
 
   private constructor(listener: Deno.TcpListener, source: ComputeSource, options: ServerOptions) {
     this.#listener = listener;
@@ -112,8 +138,12 @@ export class TarnServer {
     const log = options.log ?? (() => {});
     const branchStats = () => options.branch_stats?.() ?? Promise.resolve([]);
     const context = {
-      attach: (params: Record<string, string>) =>
-        source.attachCompute(branchOf(params, options.default_branch), atOf(params)),
+      attach: (params: Record<string, string>) => {
+        const branch = branchOf(params, options.default_branch);
+        if (!replicaOf(params)) return source.attachCompute(branch, atOf(params));
+        if (atOf(params) !== undefined) throw new ProtocolError("--replica and --at do not go together");
+        return Promise.resolve(this.#attachReplica(source, branch, options.replica_max_lag_ms ?? 1000));
+      },
       backends: new WeakMap<SharedBackend, BackendState>(),
       signal: ({ kind, pid }: BackendSignal, from: ServerSession) => {
         const session = this.#by_id.get(pid);
@@ -182,6 +212,41 @@ export class TarnServer {
     }
   }
 
+  /** A session on `branch`'s replica (started with the first), and its release. */
+  #attachReplica(source: ComputeSource, branch: string, max_lag_ms: number) {
+    const headLsn = source.headLsn?.bind(source);
+    if (headLsn === undefined) throw new ProtocolError("this server has no read replicas");
+    let entry = this.#replicas.get(branch);
+    if (entry === undefined) {
+      const backend = new ReplicaBackend({
+        attachReadOnly: async () => {
+          const attached = await source.attachCompute(branch, READ_ONLY_HEAD);
+          assert(attached.lsn !== undefined, "a read-only compute at the head says where it starts");
+          return { ...attached, lsn: attached.lsn };
+        },
+        headLsn: () => headLsn(branch),
+      }, max_lag_ms);
+      this.#replicas.set(branch, entry = { backend, attachments: 0 });
+    }
+    const attached = entry;
+    clearTimeout(attached.linger);
+    attached.attachments++;
+    let released = false;
+    const release = () => {
+      if (released) return Promise.resolve();
+      released = true;
+      if (--attached.attachments > 0) return Promise.resolve();
+      attached.linger = setTimeout(() => {
+        if (attached.attachments > 0 || this.#replicas.get(branch) !== attached) return;
+        this.#replicas.delete(branch);
+        attached.backend.close().catch(() => {});
+      }, REPLICA_LINGER_MS);
+      Deno.unrefTimer(attached.linger);
+      return Promise.resolve();
+    };
+    return { compute: attached.backend, release };
+  }
+
   /** Stops accepting, closes every session (rolling back what they left open) and waits for them. */
   async close(): Promise<void> {
     clearInterval(this.#sweeper);
@@ -189,5 +254,10 @@ export class TarnServer {
     await this.#accepting.catch(() => {});
     for (const session of this.#sessions) await session.close();
     await Promise.all(this.#running);
+    for (const entry of this.#replicas.values()) {
+      clearTimeout(entry.linger);
+      await entry.backend.close();
+    }
+    this.#replicas.clear();
   }
 }

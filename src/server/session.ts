@@ -26,13 +26,18 @@ import {
   TIMEOUTS_SQL,
   timeoutsOf,
 } from "./session_timeouts.ts";
+import { ReplicaBackend } from "./replica_backend.ts";
+import { StatementReplay } from "./statement_replay.ts";
 import {
   type BackendState,
+  CAPTURE_SQL,
   handedOver,
   handover,
   HOLDS_TEMP_SQL,
   holdsTemp,
+  keepOwnSettings,
   newBackendState,
+  newGeneration,
   SESSION_STATE,
   sessionLeft,
   TEMP_OBJECTS,
@@ -81,7 +86,13 @@ export class ServerSession {
     handover: (m: Uint8Array) => Promise<Uint8Array>;
     idle: () => Promise<void>;
     done: () => void;
+    /** The engine's generation (`replica_backend.ts`; 0 where it never changes). */
+    generation: number;
   } | undefined;
+  /** The engine generation this session's statements were last made on. */
+  #generation = 0;
+  /** On a replica: the session's named statements, to make again on its next generation. */
+  #replay: StatementReplay | undefined;
   #role: LoginRole | undefined;
   /** Who the session's calls run as: its login role, unless that is a superuser. */
   #identity: CallIdentity | undefined;
@@ -229,6 +240,7 @@ export class ServerSession {
     const { compute, release } = await this.#ctx.attach(params);
     this.#compute = compute;
     this.#release = release;
+    if (compute instanceof ReplicaBackend) this.#replay = new StatementReplay();
     const channel = {
       next: () => this.#client.next(() => this.#client.reader.takeMessage()),
       write: (b: Uint8Array) => this.#write(b),
@@ -314,7 +326,9 @@ export class ServerSession {
       }
       if (message.type === "Q" || message.type === "F") await this.#run([...this.#batch.splice(0), frame(message)]);
       else {
-        this.#batch.push(frame(renameStatements(message, `s${this.id}_`)));
+        const renamed = renameStatements(message, `s${this.id}_`);
+        this.#replay?.observe(renamed);
+        this.#batch.push(frame(renamed));
         this.#open_batch = true;
         if (message.type === "S" || message.type === "H") await this.#run(this.#batch.splice(0));
       }
@@ -368,6 +382,10 @@ export class ServerSession {
         this.#maybe_temp = this.#holds_temp;
       }
       if (this.#holds_temp) return; // temporary objects live in the backend: it stays this session's
+      const state = this.#ctx.backends.get(this.#compute!)!;
+      if (this.#replay !== undefined && state.dirty && state.last_owner === this.id) {
+        keepOwnSettings(state, this.id, await this.#owned!.exec(backendMessage("Q", cStrings(CAPTURE_SQL))));
+      }
       await this.#owned!.idle();
       this.#owned!.done();
       this.#owned = undefined;
@@ -414,7 +432,7 @@ export class ServerSession {
     const state = this.#backendState(compute);
     state.waiting++;
     await new Promise<void>((acquired, failed) => {
-      compute.exclusive((exec, idle) =>
+      compute.exclusive((exec, idle, generation) =>
         new Promise<void>((done) => {
           state.owned = true;
           const handBack = () => {
@@ -427,6 +445,7 @@ export class ServerSession {
             handover: (message) => exec(message, pid),
             idle,
             done: handBack,
+            generation: generation ?? 0,
           };
           acquired();
         }), this.#copy_stream).catch(failed);
@@ -437,7 +456,12 @@ export class ServerSession {
       this.#owned = undefined;
       throw new Deno.errors.BadResource("the session was closed");
     }
-    if (state.last_owner === this.id) return;
+    const generation = this.#owned!.generation;
+    if (state.generation !== generation) newGeneration(state, generation);
+    // On a fresh engine (a replica's next generation), this session's prepared statements are made again.
+    const moved = this.#generation !== generation;
+    this.#generation = generation;
+    if (state.last_owner === this.id && !moved) return;
     // set_config takes a value as the startup packet does (`search_path=a,b` is two schemas, not one name).
     const user = this.#params.user ?? "postgres";
     const startup = [
@@ -455,12 +479,14 @@ export class ServerSession {
     handedOver(state, this.id, plan, reply);
     if (first) Object.assign(this.#timeouts, timeoutsOf(reply));
     this.#timeouts_read = true;
+    const replay = moved ? this.#replay?.messages() : undefined;
+    if (replay !== undefined) await this.#owned!.handover(replay);
   }
 
   /** Cancels this session's running statement (a CancelRequest with its key arrived); false when none runs. */
   cancel(): boolean {
     if (this.#in_flight === undefined || this.#compute?.cancel === undefined) return false;
-    return this.#compute.cancel();
+    return this.#compute.cancel(this.#owned?.generation);
   }
 
   /**

@@ -17,7 +17,7 @@ import { closeStorage } from "../../timelines.ts";
 import { loadArtifacts } from "../engine.ts";
 import { pageserverAdmin } from "../../pageserver/http_client.ts";
 import type { PageCacheStats } from "../page_cache.ts";
-import { formatLsn } from "../../lsn.ts";
+import { formatLsn, type Lsn } from "../../lsn.ts";
 import type { RemotePageStats } from "./remote_pages.ts";
 import { ComputeFencedError } from "./compute_fenced_error.ts";
 import { IdleSuspender } from "./idle_suspender.ts";
@@ -139,11 +139,22 @@ export class RemoteTenant {
     for (const compute of this.#computes.values()) compute.then((c) => c.failStorage(error), () => {});
   }
 
+  /** The head of `branch` as the pageserver has it: the WAL it has received from the safekeepers. */
+  async headLsn(branch: string): Promise<Lsn> {
+    const channel = this.#channel.failure === undefined ? this.#channel : await this.#reconnect();
+    const reply = await channel.request({ type: "branch_info", branch });
+    if (reply.type !== "branch_info_ok") throw new Error(`branch_info answered with ${reply.type}`);
+    return reply.info.wal_end_lsn;
+  }
+
   /**
    * A branch's compute, started on first use (or again after a suspension); once its last user released it, it is
    * suspended after `suspend_after_ms`.
    */
-  async attachCompute(branch: string, at?: BranchAt): Promise<{ compute: Compute; release: () => Promise<void> }> {
+  async attachCompute(
+    branch: string,
+    at?: BranchAt,
+  ): Promise<{ compute: Compute; release: () => Promise<void>; lsn?: Lsn }> {
     if (at !== undefined) {
       throw new ConfigurationError("a compute on a pageserver serves branch heads; make a branch at that point");
     }

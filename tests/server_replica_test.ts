@@ -71,7 +71,7 @@ Deno.test({
   sanitizeResources: false,
   sanitizeOps: false,
   fn: () =>
-    withPgServer({ replica_max_lag_ms: 300 }, async (port, connect) => {
+    withPgServer({ replica_max_lag_ms: 300 }, async (_port, connect) => {
       const primary = await connect();
       await primary.query("create table t (n int); insert into t values (1)");
       const replica = await connect({ database: "postgres-ro" });

@@ -58,6 +58,11 @@ export class Checkpointer {
     pages.flushSoon(await wal.flush());
   }
 
+  /** CHECKPOINT now unless no WAL was written since the last one (a checkpoint itself writes WAL). */
+  async checkpointIfWritten(): Promise<void> {
+    if (this.#options.wal.end_lsn !== this.#last_checkpoint_lsn) await this.checkpoint();
+  }
+
   /** Lets checkpoints run again after {@linkcode stop} (a rewound compute goes on). */
   restart(): void {
     this.#stopped = false;

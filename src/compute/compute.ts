@@ -222,11 +222,11 @@ export class Compute {
   }
 
   /**
-   * CHECKPOINT now (when no transaction is open), so that a compute started from this timeline's storage next
-   * replays little WAL: a replica's next generation asks for one.
+   * CHECKPOINT now (when no transaction is open) if WAL was written since the last one, so that a compute started
+   * from this timeline's storage next replays little WAL: a replica's next generation asks for one.
    */
   async checkpoint(): Promise<void> {
-    await this.#session.run(async () => await this.#checkpointer?.checkpoint());
+    await this.#session.run(async () => await this.#checkpointer?.checkpointIfWritten());
   }
 
   /** The timeline's WAL end: where a branch made now starts. */

@@ -23,6 +23,9 @@ export const COMPUTE_HELP = `tarn compute: serve PostgreSQL on a tenant of a pag
   --cache-mb N            each branch's page cache (default 128)
   --suspend-after D       stop a branch's Postgres after D with no connection (30s, 5m, 1h; 0: never; default 5m);
                           the port stays open and the next connection starts it again
+  --replica               serve read replicas only: read-only sessions on each branch's newest committed state,
+                          never more than --max-lag old (docs/replicas.md); as many as wanted beside the primary
+  --max-lag D             a replica's new transaction sees a state at most D old (default 1s)
   --log-format F          text (default) or json
 
 A newer compute on the same branch takes it over: this one's writes are refused from then on.
@@ -45,6 +48,8 @@ export async function compute(args: string[]): Promise<void> {
     "--cache-mb": (v) => /^\d+$/.test(v) && Number(v) >= 1 && Number(v) <= 65536,
     "--suspend-after": (v) => parseDuration(v) !== undefined,
     "--log-format": (v) => v === "text" || v === "json",
+    "--replica": "boolean",
+    "--max-lag": (v) => (parseDuration(v) ?? 0) > 0,
   });
   for (const name of ["--pageserver", "--safekeepers", "--tenant"]) {
     if (flags[name] === undefined) throw new UsageError(`tarn compute: ${name} is required; see --help`);
@@ -63,10 +68,15 @@ export async function compute(args: string[]): Promise<void> {
   }, log);
   const port = Number(flagValue(flags, "--port", "55432"));
   const default_branch = flagValue(flags, "--branch", "main");
+  const replica_max_lag_ms = parseDuration(flagValue(flags, "--max-lag", "1s"))!;
+  if (flags["--replica"] !== undefined) {
+    const options = { hostname: host, port, log, password, default_branch, replica_only: true, replica_max_lag_ms };
+    return await serveUntilSignal(engine, options);
+  }
   // Postgres starts while the listener comes up, so that the first client does not wait for it; a failure here is
   // logged, and the first connection tries again and reports it.
   engine.attachCompute(default_branch).then(({ release }) => release()).catch((error) =>
     log("compute_start_failed", { branch: default_branch, error: String(error) })
   );
-  await serveUntilSignal(engine, { hostname: host, port, log, password, default_branch });
+  await serveUntilSignal(engine, { hostname: host, port, log, password, default_branch, replica_max_lag_ms });
 }

@@ -13,7 +13,8 @@
  *
  * @module
  */
-import type { Lsn } from "../lsn.ts";
+import { formatLsn, type Lsn } from "../lsn.ts";
+import type { Logger } from "../logger.ts";
 import type { BackendFn, CopyStream, SharedBackend } from "./shared_backend.ts";
 
 /** What a replica needs from where computes come from. */
@@ -22,6 +23,8 @@ export type ReplicaSource = {
   attachReadOnly(): Promise<{ compute: SharedBackend; release: () => Promise<void>; lsn: Lsn }>;
   /** The branch's head now: every acknowledged commit is below it. */
   headLsn(): Promise<Lsn>;
+  /** Structured log: each generation started. */
+  log?: Logger;
 };
 
 type Generation = {
@@ -133,6 +136,11 @@ export class ReplicaBackend implements SharedBackend {
         owners: 0,
         retired: false,
       };
+      this.#source.log?.("replica_generation", {
+        generation: generation.number,
+        lsn: formatLsn(lsn),
+        start_ms: Math.round(performance.now() - started_ms),
+      });
       const previous = this.#current;
       this.#current = generation;
       this.#live.add(generation);

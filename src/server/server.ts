@@ -64,6 +64,8 @@ export type ServerOptions = {
   admin?: (request: AdminRequest) => Promise<unknown>;
   /** A new transaction on a replica sees a state at most this old (ms). Default 1,000. */
   replica_max_lag_ms?: number;
+  /** Every session is a replica session (`tarn compute --replica`). */
+  replica_only?: boolean;
   /** The branches' counters for `GET /metrics` and `GET /status` (a compute on a pageserver). */
   branch_stats?: () => Promise<BranchStats[]>;
 };
@@ -140,9 +142,9 @@ export class TarnServer {
     const context = {
       attach: (params: Record<string, string>) => {
         const branch = branchOf(params, options.default_branch);
-        if (!replicaOf(params)) return source.attachCompute(branch, atOf(params));
+        if (!replicaOf(params) && !options.replica_only) return source.attachCompute(branch, atOf(params));
         if (atOf(params) !== undefined) throw new ProtocolError("--replica and --at do not go together");
-        return Promise.resolve(this.#attachReplica(source, branch, options.replica_max_lag_ms ?? 1000));
+        return Promise.resolve(this.#attachReplica(source, branch, options.replica_max_lag_ms ?? 1000, log));
       },
       backends: new WeakMap<SharedBackend, BackendState>(),
       signal: ({ kind, pid }: BackendSignal, from: ServerSession) => {
@@ -213,7 +215,7 @@ export class TarnServer {
   }
 
   /** A session on `branch`'s replica (started with the first), and its release. */
-  #attachReplica(source: ComputeSource, branch: string, max_lag_ms: number) {
+  #attachReplica(source: ComputeSource, branch: string, max_lag_ms: number, log: Logger) {
     const headLsn = source.headLsn?.bind(source);
     if (headLsn === undefined) throw new ProtocolError("this server has no read replicas");
     let entry = this.#replicas.get(branch);
@@ -225,6 +227,7 @@ export class TarnServer {
           return { ...attached, lsn: attached.lsn };
         },
         headLsn: () => headLsn(branch),
+        log,
       }, max_lag_ms);
       this.#replicas.set(branch, entry = { backend, attachments: 0 });
     }

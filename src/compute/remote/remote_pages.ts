@@ -67,6 +67,8 @@ export class RemotePages implements ComputePages {
   /** Why the pageserver refused this compute's writes: a newer compute took the timeline over. */
   fenced: string | undefined;
   #shipped_lsn: Lsn;
+  /** The LSN every read asks for: the newest version for the timeline's writer, a fixed point for a reader. */
+  readonly #read_lsn: Lsn;
   /** Requests, pages and time spent waiting for the pageserver. */
   readonly stats: RemotePageStats = { requests: 0, pages: 0, prefetched_hits: 0, request_ms: 0 };
 
@@ -74,11 +76,13 @@ export class RemotePages implements ComputePages {
    * @param channel the connection to the pageserver
    * @param timeline_id the timeline
    * @param shipped_lsn the end of the WAL the pageserver already holds
+   * @param read_lsn the point a read-only reader reads the timeline at (it never writes); default: the newest
    */
-  constructor(channel: PageChannel, timeline_id: string, shipped_lsn: Lsn) {
+  constructor(channel: PageChannel, timeline_id: string, shipped_lsn: Lsn, read_lsn: Lsn = LSN_MAX) {
     this.#channel = channel;
     this.timeline_id = timeline_id;
     this.#shipped_lsn = shipped_lsn;
+    this.#read_lsn = read_lsn;
   }
 
   /**
@@ -109,7 +113,7 @@ export class RemotePages implements ComputePages {
   }
 
   getPage(path: string, blkno: number, lsn: Lsn): Uint8Array | undefined {
-    assert(lsn === LSN_MAX, "a compute reads the newest version of its own timeline");
+    assert(lsn === this.#read_lsn, "a compute reads its timeline at one point: the newest, or a reader's");
     const key = `${path}#${blkno}`;
     const ready = this.#prefetched.get(key);
     const sequential = this.#last_read.get(path) === blkno - 1;
@@ -163,7 +167,7 @@ export class RemotePages implements ComputePages {
     if (this.#ahead.has(path) || this.#ahead.size >= MAX_AHEAD) return;
     this.#sendRecords();
     const keys = this.#keys(path, start, count);
-    const id = this.#channel.prefetch({ type: "get_pages", timeline_id: this.timeline_id, lsn: LSN_MAX, keys });
+    const id = this.#channel.prefetch({ type: "get_pages", timeline_id: this.timeline_id, lsn: this.#read_lsn, keys });
     this.#ahead.set(path, { start, count, id, stale: false });
   }
 
@@ -197,7 +201,12 @@ export class RemotePages implements ComputePages {
     assert(keys.length <= MAX_PAGES_PER_REQUEST);
     this.#sendRecords();
     const started_ms = performance.now();
-    const reply = this.#channel.requestSync({ type: "get_pages", timeline_id: this.timeline_id, lsn: LSN_MAX, keys });
+    const reply = this.#channel.requestSync({
+      type: "get_pages",
+      timeline_id: this.timeline_id,
+      lsn: this.#read_lsn,
+      keys,
+    });
     assert(reply.type === "pages" && reply.pages.length === keys.length, `get_pages answered with ${reply.type}`);
     this.stats.requests++;
     this.stats.pages += keys.length;
@@ -206,7 +215,7 @@ export class RemotePages implements ComputePages {
   }
 
   stat(path: string, lsn: Lsn): PathMeta | undefined {
-    assert(lsn === LSN_MAX, "a compute reads the newest version of its own timeline");
+    assert(lsn === this.#read_lsn, "a compute reads its timeline at one point: the newest, or a reader's");
     if (path === "") return { kind: "dir" };
     const known = this.#meta.get(path);
     if (known !== undefined || this.#listed) return known ?? undefined;
@@ -218,7 +227,7 @@ export class RemotePages implements ComputePages {
   }
 
   readdir(path: string, lsn: Lsn): string[] {
-    assert(lsn === LSN_MAX, "a compute reads the newest version of its own timeline");
+    assert(lsn === this.#read_lsn, "a compute reads its timeline at one point: the newest, or a reader's");
     if (this.#listed) return this.stat(path, lsn)?.kind === "dir" ? [...this.#childrenOf(path)].sort() : [];
     const reply = this.#channel.requestSync({ type: "readdir", timeline_id: this.timeline_id, lsn, path });
     assert(reply.type === "readdir_ok", `readdir answered with ${reply.type}`);
@@ -226,6 +235,7 @@ export class RemotePages implements ComputePages {
   }
 
   putPage(path: string, blkno: number, lsn: Lsn, value: PageValue): void {
+    assert(this.#read_lsn === LSN_MAX, "a reader at a fixed point never writes");
     const copy: PageValue = value.kind === "image"
       ? { kind: "image", bytes: value.bytes.slice() }
       : { kind: "delta", ranges: value.ranges.map((r) => ({ offset: r.offset, bytes: r.bytes.slice() })) };

@@ -11,7 +11,7 @@ import type { AdminRequest, BranchRow } from "../../branch_admin.ts";
 import { Compute, type ComputeOptions, type TimelineStorage } from "../compute.ts";
 import { ConfigurationError } from "../../errors.ts";
 import type { Logger } from "../../logger.ts";
-import type { BranchAt } from "../../replication/branch_point.ts";
+import { type BranchAt, READ_ONLY_HEAD } from "../../replication/branch_point.ts";
 import { parseSafekeeperAddress, type SafekeeperAddress } from "../../replication/safekeeper_client.ts";
 import { closeStorage } from "../../timelines.ts";
 import { loadArtifacts } from "../engine.ts";
@@ -22,7 +22,7 @@ import type { RemotePageStats } from "./remote_pages.ts";
 import { ComputeFencedError } from "./compute_fenced_error.ts";
 import { IdleSuspender } from "./idle_suspender.ts";
 import { PageChannel, type PageIo, startPageIoWorker } from "./page_channel.ts";
-import { openRemoteTimeline, type RemoteTimeline } from "./remote_timeline.ts";
+import { openReaderTimeline, openRemoteTimeline, type RemoteTimeline } from "./remote_timeline.ts";
 
 /** Reconnecting to a lost pageserver tries this often (ms), for at most {@linkcode RECONNECT_LIMIT_MS}. */
 const RECONNECT_EVERY_MS = 250;
@@ -155,6 +155,7 @@ export class RemoteTenant {
     branch: string,
     at?: BranchAt,
   ): Promise<{ compute: Compute; release: () => Promise<void>; lsn?: Lsn }> {
+    if (at === READ_ONLY_HEAD) return await this.#startReader(branch);
     if (at !== undefined) {
       throw new ConfigurationError("a compute on a pageserver serves branch heads; make a branch at that point");
     }
@@ -192,6 +193,29 @@ export class RemoteTenant {
     }
     for (const storage of [...this.#storages]) if (storage.branch === branch) await this.#closeTimeline(storage);
     this.#options.log("compute_suspended", { branch, stop_ms: Math.round(performance.now() - started_ms) });
+  }
+
+  /** A read-only compute at the branch's head (a replica's next generation), and its release. */
+  async #startReader(branch: string): Promise<{ compute: Compute; release: () => Promise<void>; lsn: Lsn }> {
+    const channel = this.#channel.failure === undefined ? this.#channel : await this.#reconnect();
+    const { storage, lsn } = await openReaderTimeline({ channel, branch, segment_size: this.#segment_size });
+    try {
+      const compute = await Compute.start(storage, {
+        ...this.#options.compute,
+        segment_size: this.#segment_size,
+        read_only: true,
+        log: this.#options.log,
+        settings: [...this.#options.compute.settings ?? [], `tarn.replay_lsn=${formatLsn(lsn)}`],
+      });
+      const release = async () => {
+        await compute.stop();
+        await closeStorage(storage);
+      };
+      return { compute, release, lsn };
+    } catch (error) {
+      await closeStorage(storage);
+      throw error;
+    }
   }
 
   async #start(branch: string): Promise<Compute> {

@@ -19,6 +19,10 @@ import { type FileEntry, MAX_WAL_READ_BYTES } from "../../pageserver/messages.ts
 import type { PageChannel } from "./page_channel.ts";
 import { RemotePages } from "./remote_pages.ts";
 import { RemoteWalSource } from "./remote_wal.ts";
+import type { WalSource } from "../../replication/wal_api.ts";
+import { walHead } from "../../replication/branch_point.ts";
+import { PageStore } from "../../storage/page_store.ts";
+import { newTimelineId } from "../../tenant_file.ts";
 
 /** PostgreSQL's WAL page size (XLOG_BLCKSZ). */
 const WAL_PAGE_BYTES = 8192n;
@@ -124,4 +128,47 @@ async function prefill(channel: PageChannel, timeline_id: string, local: WalLog,
     local.append(at, reply.bytes);
     at = piece_end;
   }
+}
+
+/** What opening a timeline read only at its head needs. */
+export type ReaderTimelineOptions = { channel: PageChannel; branch: string; segment_size: number };
+
+/**
+ * Opens `branch`'s timeline read only at its head as the pageserver has it (a replica's next compute): pages at that
+ * LSN from the pageserver under an in-memory layer that takes what Postgres writes while it recovers, the WAL below
+ * it from the pageserver. No election and no attach: the primary is not disturbed. Resolves with the LSN read at.
+ */
+export async function openReaderTimeline(
+  options: ReaderTimelineOptions,
+): Promise<{ storage: TimelineStorage; lsn: Lsn }> {
+  const { channel } = options;
+  const reply = await channel.request({ type: "branch_info", branch: options.branch });
+  if (reply.type !== "branch_info_ok") throw new Error(`branch_info answered with ${reply.type}`);
+  const info = reply.info;
+  // The last record may end a few bytes past the stored WAL (its trailing zeros are not stored): the replay point
+  // is past it, the pages are read at the end of what the pageserver holds (no version lies in between).
+  const history = zerosPastEnd(new RemoteWalSource(channel, info.timeline_id, info.wal_start_lsn, info.wal_end_lsn));
+  const lsn = walHead(history, info.wal_end_lsn);
+  const remote = new RemotePages(channel, info.timeline_id, info.wal_end_lsn, info.wal_end_lsn);
+  const pages = await PageStore.open({
+    timeline_id: newTimelineId(),
+    ancestor: { source: remote, branch_lsn: info.wal_end_lsn },
+  });
+  const own = await WalLog.open({ segment_size: options.segment_size });
+  return { storage: { pages, wal: new TimelineWal(own, history, lsn, options.segment_size) }, lsn };
+}
+
+/** `source`, read as zeros past its end (where the record decoder looks for a next record). */
+function zerosPastEnd(source: WalSource): WalSource {
+  return {
+    start_lsn: source.start_lsn,
+    end_lsn: source.end_lsn,
+    retainFrom: () => {},
+    read: (lsn_start, lsn_end) => {
+      if (lsn_end <= source.end_lsn) return source.read(lsn_start, lsn_end);
+      const out = new Uint8Array(Number(lsn_end - lsn_start));
+      if (lsn_start < source.end_lsn) out.set(source.read(lsn_start, source.end_lsn));
+      return out;
+    },
+  };
 }

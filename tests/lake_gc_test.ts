@@ -68,15 +68,17 @@ Deno.test({
         const gcs = ps.events.filter((e) => e.event === "timeline_gc").map((e) => Number(e.bytes_after));
         console.log(`GC runs: layers after each, MB: ${gcs.map(mb).join(" ")}`);
         // A plateau: layers stay the size of the data, and the WAL kept (whole 16 MB segments, so the figures
-        // step) stops growing: the last third of the churn holds at most a segment more than the middle third did,
-        // and in the end well under the WAL written (all of it would be kept without GC).
+        // step) stops growing: in the last third of the churn the bytes come back down to what the middle third
+        // held (kept without GC, they would only grow; on a loaded machine deletions trail, so the peaks are not
+        // compared), and in the end they are well under the WAL written (all of it would be kept without GC).
         ok(gcs.length >= 2 && gcs.at(-1)! < 2 * gcs[0], `layers after GC: ${gcs.map(mb).join(" ")} MB`);
         const written = await lsn() - churn_start_lsn;
         const third = Math.floor(samples.length / 3);
         for (const kind of ["local", "lake"] as const) {
           const middle = Math.max(...samples.slice(third, 2 * third).map((s) => s[kind]));
+          const low = Math.min(...samples.slice(-third).map((s) => s[kind]));
           const last = Math.max(...samples.slice(-third).map((s) => s[kind]));
-          ok(last <= middle + 18e6, `${kind} bytes still growing: ${mb(middle)} MB, then ${mb(last)} MB`);
+          ok(low <= middle + 2e6, `${kind} bytes still growing: at most ${mb(middle)} MB, then at least ${mb(low)} MB`);
           ok(last < 0.75 * written, `${kind} bytes ${mb(last)} MB after ${mb(written)} MB of WAL`);
         }
 

@@ -29,7 +29,7 @@ Deno.test({
             await sleep(40);
           }
         })();
-        const until_ms = performance.now() + 4000;
+        const until_ms = performance.now() + 2500;
         while (performance.now() < until_ms) {
           const [row] = await replica`select n from counter`;
           seen.push({ n: row.n, at_ms: performance.now() });
@@ -77,7 +77,7 @@ Deno.test({
       const replica = await connect({ database: "postgres-ro" });
       await replica.query("begin isolation level repeatable read");
       const first = (await replica.query("select n, current_setting('tarn.replay_lsn') as lsn from t")).rows[0];
-      for (let n = 2; n <= 6; n++) {
+      for (let n = 2; n <= 4; n++) {
         await primary.query("update t set n = $1", [n]);
         await sleep(150);
         deepStrictEqual(
@@ -88,7 +88,7 @@ Deno.test({
       await replica.query("commit");
       await sleep(400);
       const after = (await replica.query("select n, current_setting('tarn.replay_lsn') as lsn from t")).rows[0];
-      equal(after.n, 6, "the next transaction sees the newest commit");
+      equal(after.n, 4, "the next transaction sees the newest commit");
       ok(after.lsn !== first.lsn);
     }),
 });

@@ -8,8 +8,8 @@
  * - A transaction (an owner of the backend, from its first message to ReadyForQuery idle) runs on one generation:
  *   it never sees the data move. A new owner gets the newest generation; if that is no longer fresh, it waits for
  *   the next one (or for the check that the head has not moved).
- * - Past half the lag, a new generation starts in the background, so owners seldom wait; the old one stops once its
- *   last owner has given it back.
+ * - A new generation starts in the background when the newest is as old as the lag less the time a start takes, so
+ *   owners seldom wait; the old one stops once its last owner has given it back.
  *
  * @module
  */
@@ -48,6 +48,10 @@ export class ReplicaBackend implements SharedBackend {
   #next: Promise<Generation> | undefined;
   #checking: Promise<void> | undefined;
   #generations = 0;
+  /** When a transaction last asked for a generation (ms). */
+  #used_ms = 0;
+  /** How long a generation takes to start (ms; a moving average). */
+  #start_ms: number;
   /** Generations not stopped yet: the newest and those whose owners have not ended. */
   readonly #live = new Set<Generation>();
   #closed = false;
@@ -57,6 +61,7 @@ export class ReplicaBackend implements SharedBackend {
     if (!(max_lag_ms > 0)) throw new RangeError(`max_lag_ms must be positive, got ${max_lag_ms}`);
     this.#source = source;
     this.#max_lag_ms = max_lag_ms;
+    this.#start_ms = max_lag_ms / 2;
   }
 
   /** The LSN the newest generation serves (0 before the first). */
@@ -66,6 +71,7 @@ export class ReplicaBackend implements SharedBackend {
 
   /** Runs `fn` on a fresh generation, which it keeps until `fn` ends; `fn` learns the generation's number. */
   async exclusive<T>(fn: BackendFn<T>, copy?: CopyStream): Promise<T> {
+    this.#used_ms = performance.now();
     const generation = await this.#fresh();
     generation.owners++;
     try {
@@ -94,18 +100,37 @@ export class ReplicaBackend implements SharedBackend {
     }
   }
 
-  /** The newest generation once it is fresh: at once, after a check that the head has not moved, or the next. */
+  /**
+   * The newest generation once it is fresh for a transaction asking now: at once, after a check that the head has
+   * not moved, or the next. Freshness is judged at the moment of asking: a generation that takes longer than the lag
+   * to start is still the freshest state that can be had, and waiting for another would only add to the lag.
+   */
   async #fresh(): Promise<Generation> {
+    const asked_ms = performance.now();
     for (let attempt = 0; attempt < 3; attempt++) {
       if (this.#closed) throw new Error("the replica is closed");
       const current = this.#current;
       const age_ms = current === undefined ? Infinity : performance.now() - current.fresh_at_ms;
-      if (current !== undefined && age_ms > this.#max_lag_ms / 2) this.#checkSoon();
-      if (current !== undefined && age_ms <= this.#max_lag_ms) return current;
+      // The next generation starts early enough to be ready as this one goes stale, going by how long starts take.
+      if (current !== undefined && age_ms > Math.max(0, this.#max_lag_ms - this.#start_ms)) this.#checkSoon();
+      if (current !== undefined && asked_ms - current.fresh_at_ms <= this.#max_lag_ms) return current;
       if (current === undefined) await this.#startNext();
       else await (this.#next ?? this.#checking);
     }
     return await this.#startNext();
+  }
+
+  /**
+   * Once a generation is the newest: while the replica is in use, the next one starts as soon as this one is as old
+   * as the lag less a start's time (at once when starts take longer than the lag), so a reader seldom waits.
+   */
+  #scheduleNext(generation: Generation): void {
+    if (performance.now() - this.#used_ms > 2 * this.#max_lag_ms) return;
+    const delay_ms = Math.max(0, this.#max_lag_ms - this.#start_ms - (performance.now() - generation.fresh_at_ms));
+    const timer = setTimeout(() => {
+      if (this.#current === generation && !this.#closed) this.#checkSoon();
+    }, delay_ms);
+    Deno.unrefTimer(timer);
   }
 
   /** Checks the head in the background: unmoved, the newest generation is fresh again; moved, the next starts. */
@@ -115,8 +140,10 @@ export class ReplicaBackend implements SharedBackend {
       const current = this.#current!;
       const checked_at_ms = performance.now();
       const head = await this.#source.headLsn();
-      if (head <= current.head) current.fresh_at_ms = checked_at_ms;
-      else await this.#startNext();
+      if (head <= current.head) {
+        current.fresh_at_ms = checked_at_ms;
+        this.#scheduleNext(current);
+      } else await this.#startNext();
     })().catch(() => {}).finally(() => this.#checking = undefined);
   }
 
@@ -136,6 +163,7 @@ export class ReplicaBackend implements SharedBackend {
         owners: 0,
         retired: false,
       };
+      this.#start_ms = 0.7 * this.#start_ms + 0.3 * (performance.now() - started_ms);
       this.#source.log?.("replica_generation", {
         generation: generation.number,
         lsn: formatLsn(lsn),
@@ -144,6 +172,7 @@ export class ReplicaBackend implements SharedBackend {
       const previous = this.#current;
       this.#current = generation;
       this.#live.add(generation);
+      this.#scheduleNext(generation);
       if (previous !== undefined) {
         previous.retired = true;
         if (previous.owners === 0) await this.#stop(previous);

@@ -216,16 +216,16 @@ copyTest("server COPY: the wire protocol answers match plain PGlite's, message b
   for (const [i, { name, parts }] of RAW_CASES.entries()) {
     await test.step(name, async () => {
       const t = `raw_${i}`;
-      await within(5_000, "create table", onBoth(both, `create table ${t} (a int, b text); ${threeRows(t)}`));
-      const session = await RawSession.connect(both.port, 5_000);
+      await within(30_000, "create table", onBoth(both, `create table ${t} (a int, b text); ${threeRows(t)}`));
+      const session = await RawSession.connect(both.port, 30_000);
       try {
         const bytes = parts(t);
         const lite = await pgliteAnswer(both.lite, bytes);
-        deepStrictEqual(describe(await session.exchange(bytes, readyCount(bytes), 5_000)), describe(lite));
+        deepStrictEqual(describe(await session.exchange(bytes, readyCount(bytes), 30_000)), describe(lite));
         // The session goes on, and the table holds what Postgres's own COPY left in it.
         const check = [query(contentsQuery(t))];
         const lite_check = describe(await pgliteAnswer(both.lite, check));
-        deepStrictEqual(describe(await session.exchange(check, 1, 5_000)), lite_check);
+        deepStrictEqual(describe(await session.exchange(check, 1, 30_000)), lite_check);
       } finally {
         session.close();
       }

@@ -12,6 +12,7 @@ import { PageStore } from "../storage/page_store.ts";
 import { startPostgres } from "./engine.ts";
 import { parseControlFile } from "./pg_control.ts";
 import { TarnFS } from "./tarn_fs.ts";
+import { readTemplate, templateCachePath, writeTemplate } from "./template_cache.ts";
 
 /** Default WAL segment size of a new cluster (initdb's default). */
 const INITDB_SEGMENT_BYTES = 16 * 1024 * 1024;
@@ -32,10 +33,32 @@ export type ClusterTemplate = {
 
 let template: Promise<ClusterTemplate> | undefined;
 
-/** The process's cluster template, made by running initdb in memory on first use. */
+/**
+ * The process's cluster template: read from the cache on disk (`template_cache.ts`), or made by running initdb in
+ * memory on first use and cached for the next process.
+ */
 export function clusterTemplate(): Promise<ClusterTemplate> {
-  template ??= makeTemplate();
+  template ??= (async () => {
+    const version = await pgliteVersion();
+    const path = version === undefined ? undefined : templateCachePath(version);
+    const cached = path === undefined ? undefined : await readTemplate(path, version!);
+    if (cached !== undefined) return cached;
+    const made = await makeTemplate();
+    if (path !== undefined) await writeTemplate(path, version!, made).catch(() => {});
+    return made;
+  })();
   return template;
+}
+
+/** The version of the PGlite package in use (its package.json); undefined when it cannot be read. */
+async function pgliteVersion(): Promise<string | undefined> {
+  try {
+    const manifest = new URL("../package.json", import.meta.resolve("@electric-sql/pglite"));
+    const version = JSON.parse(await Deno.readTextFile(manifest)).version;
+    return typeof version === "string" ? version : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 async function makeTemplate(): Promise<ClusterTemplate> {

@@ -81,7 +81,9 @@ export class LsnOutOfRangeError extends Error {
 export class ReadOnlyError extends Error {
   /** @param what the connection, e.g. `branch "main" at 0/17CC6C8` */
   constructor(what: string, cause: unknown) {
-    super(`this connection reads ${what} and cannot write: connect without "at" or "readOnly" to write`, { cause });
+    super(`this connection reads ${what} and cannot write: connect without "at", "readOnly" or "replica" to write`, {
+      cause,
+    });
     this.name = "ReadOnlyError";
   }
 }

@@ -13,6 +13,7 @@ import { DirLock } from "./dir_lock.ts";
 import { type BranchInfo, BranchManager, type BranchStart, MAIN } from "./branch_manager.ts";
 import { ClosedError, ConfigurationError } from "./errors.ts";
 import { formatLsn, type Lsn } from "./lsn.ts";
+import { connectReplica } from "./embedded_replica.ts";
 import { type BranchAt, READ_ONLY_HEAD } from "./replication/branch_point.ts";
 import { BranchCatalog } from "./storage/branch_catalog.ts";
 import {
@@ -67,7 +68,14 @@ export type TarnOptions = {
 export type { BranchInfo, BranchStart };
 
 /** How {@linkcode Tarn.connect} reaches a branch: its head (read-write), or read-only at a past point. */
-export type ConnectOptions = { at?: BranchAt; readOnly?: boolean };
+export type ConnectOptions = {
+  at?: BranchAt;
+  readOnly?: boolean;
+  /** A read replica: read-only, following the branch's newest commits (docs/replicas.md). */
+  replica?: boolean;
+  /** With `replica`: a statement never reads a state older than this (ms). Default 1,000. */
+  max_lag_ms?: number;
+};
 
 const quiet: Logger = () => {};
 
@@ -238,6 +246,14 @@ export class Tarn {
    */
   async connect(branch: string = MAIN, options: ConnectOptions = {}): Promise<TarnClient> {
     this.#assertOpen();
+    if (options.replica) {
+      if (options.at !== undefined) throw new RangeError("a replica follows the head: it takes no `at`");
+      const source = {
+        attach: () => this.attachCompute(branch, READ_ONLY_HEAD),
+        headLsn: () => this.headLsn(branch),
+      };
+      return await connectReplica(source, branch, options.max_lag_ms ?? 1000);
+    }
     if (options.at === undefined && !options.readOnly) {
       const compute = await this.#compute(branch);
       this.#clients.set(branch, (this.#clients.get(branch) ?? 0) + 1);

@@ -174,6 +174,11 @@ export class Compute {
     return segments;
   }
 
+  /** The running Postgres, for a client that holds this compute alone (a replica's read-only compute). */
+  get postgres(): PGlite {
+    return this.#pg;
+  }
+
   /** A client on this compute's session; `extra` names a read-only connection and what its close does. */
   connect(extra: Omit<StatementHooks, "after"> = {}): TarnClient {
     const after = () => this.#checkpointer?.afterStatement(this.#session) ?? Promise.resolve();

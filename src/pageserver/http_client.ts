@@ -48,6 +48,23 @@ export async function pageserverAdmin(address: string, tenant: string, admin: Ad
   throw error;
 }
 
+/** Takes (or renews) a lease on `lsn` of `branch`: GC keeps that point readable for `ttl` (`"60s"`). */
+export async function pageserverLease(
+  address: string,
+  tenant: string,
+  branch: string,
+  lsn: string,
+  ttl: string,
+): Promise<void> {
+  const path = `/v1/tenants/${encodeURIComponent(tenant)}/branches/${encodeURIComponent(branch)}/lease`;
+  const { status, body } = await request(address, path, { method: "POST", body: JSON.stringify({ lsn, ttl }) });
+  if (status !== 200) {
+    const error = new Error(`lease on ${branch} at ${lsn}: ${(body as { error?: string })?.error ?? status}`);
+    error.name = "PageserverError";
+    throw error;
+  }
+}
+
 /** The pageserver's `GET /status`. */
 export async function pageserverStatus(address: string): Promise<unknown> {
   return (await request(address, "/status")).body;

@@ -15,7 +15,11 @@ import { type BranchAt, READ_ONLY_HEAD } from "../../replication/branch_point.ts
 import { parseSafekeeperAddress, type SafekeeperAddress } from "../../replication/safekeeper_client.ts";
 import { closeStorage } from "../../timelines.ts";
 import { loadArtifacts } from "../engine.ts";
-import { pageserverAdmin } from "../../pageserver/http_client.ts";
+import { pageserverAdmin, pageserverLease } from "../../pageserver/http_client.ts";
+
+/** The lease a replica's read-only compute holds on the point it reads, and how often it is renewed. */
+const READER_LEASE = "60s";
+const READER_LEASE_RENEW_MS = 30_000;
 import type { PageCacheStats } from "../page_cache.ts";
 import { formatLsn, type Lsn } from "../../lsn.ts";
 import type { RemotePageStats } from "./remote_pages.ts";
@@ -198,8 +202,17 @@ export class RemoteTenant {
   /** A read-only compute at the branch's head (a replica's next generation), and its release. */
   async #startReader(branch: string): Promise<{ compute: Compute; release: () => Promise<void>; lsn: Lsn }> {
     const channel = this.#channel.failure === undefined ? this.#channel : await this.#reconnect();
-    const { storage, lsn } = await openReaderTimeline({ channel, branch, segment_size: this.#segment_size });
+    const { storage, lsn, pages_lsn } = await openReaderTimeline({ channel, branch, segment_size: this.#segment_size });
+    // GC keeps what the reader reads for as long as it lives: a lease, renewed at half its term.
+    const lease = () =>
+      pageserverLease(this.#options.pageserver, this.#options.tenant, branch, formatLsn(pages_lsn), READER_LEASE);
+    let renewal: ReturnType<typeof setInterval> | undefined;
     try {
+      await lease();
+      renewal = setInterval(() => {
+        lease().catch((error) => this.#options.log("replica_lease_failed", { branch, error: String(error) }));
+      }, READER_LEASE_RENEW_MS);
+      Deno.unrefTimer(renewal);
       const compute = await Compute.start(storage, {
         ...this.#options.compute,
         segment_size: this.#segment_size,
@@ -208,11 +221,13 @@ export class RemoteTenant {
         settings: [...this.#options.compute.settings ?? [], `tarn.replay_lsn=${formatLsn(lsn)}`],
       });
       const release = async () => {
+        clearInterval(renewal);
         await compute.stop();
         await closeStorage(storage);
       };
       return { compute, release, lsn };
     } catch (error) {
+      clearInterval(renewal);
       await closeStorage(storage);
       throw error;
     }

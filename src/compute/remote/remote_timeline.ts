@@ -136,11 +136,12 @@ export type ReaderTimelineOptions = { channel: PageChannel; branch: string; segm
 /**
  * Opens `branch`'s timeline read only at its head as the pageserver has it (a replica's next compute): pages at that
  * LSN from the pageserver under an in-memory layer that takes what Postgres writes while it recovers, the WAL below
- * it from the pageserver. No election and no attach: the primary is not disturbed. Resolves with the LSN read at.
+ * it from the pageserver. No election and no attach: the primary is not disturbed. Resolves with the LSN replayed
+ * to and the LSN pages are read at (the end of the WAL the pageserver holds).
  */
 export async function openReaderTimeline(
   options: ReaderTimelineOptions,
-): Promise<{ storage: TimelineStorage; lsn: Lsn }> {
+): Promise<{ storage: TimelineStorage; lsn: Lsn; pages_lsn: Lsn }> {
   const { channel } = options;
   const reply = await channel.request({ type: "branch_info", branch: options.branch });
   if (reply.type !== "branch_info_ok") throw new Error(`branch_info answered with ${reply.type}`);
@@ -155,7 +156,11 @@ export async function openReaderTimeline(
     ancestor: { source: remote, branch_lsn: info.wal_end_lsn },
   });
   const own = await WalLog.open({ segment_size: options.segment_size });
-  return { storage: { pages, wal: new TimelineWal(own, history, lsn, options.segment_size) }, lsn };
+  return {
+    storage: { pages, wal: new TimelineWal(own, history, lsn, options.segment_size) },
+    lsn,
+    pages_lsn: info.wal_end_lsn,
+  };
 }
 
 /** `source`, read as zeros past its end (where the record decoder looks for a next record). */

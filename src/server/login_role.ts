@@ -7,7 +7,9 @@
  * @module
  */
 import { authenticate, AuthenticationFailedError, type ScramChannel, type ScramSecret, scramSecret } from "./scram.ts";
-import { textRows } from "./wire.ts";
+import { backendMessage, cStrings, textRows } from "./wire.ts";
+import type { BackendState } from "./backend_handover.ts";
+import type { SharedBackend } from "./shared_backend.ts";
 
 /** A role as a login needs it. */
 export type LoginRole = {
@@ -29,6 +31,30 @@ export class LoginRefusedError extends Error {
     super(message);
     this.name = "LoginRefusedError";
   }
+}
+
+/** Roles whose login is remembered per backend (see {@linkcode lookUpRole}). */
+const MAX_KNOWN_ROLES = 1000;
+
+/**
+ * The role `user` in the branch's catalog, read as the superuser whoever holds the backend's session. While
+ * another session runs a statement, a role read before (and not changed since: `state.roles` is emptied by a
+ * statement that may change one) is taken as read: a client connects without waiting, as with PostgreSQL.
+ */
+export async function lookUpRole(
+  compute: SharedBackend,
+  state: BackendState,
+  user: string,
+): Promise<LoginRole | undefined> {
+  const known = state.roles.get(user);
+  if (known !== undefined && state.owned) return known;
+  const role = await compute.exclusive(async (exec) => {
+    const reply = await exec(backendMessage("Q", cStrings(loginRoleSql(user))), { catalog: true });
+    return loginRoleOf(user, reply);
+  });
+  if (role === undefined) state.roles.delete(user);
+  else if (state.roles.size < MAX_KNOWN_ROLES) state.roles.set(user, role);
+  return role;
 }
 
 /** One row for role `name` (none when it does not exist): oid, super, login, password, expired. */

@@ -9,7 +9,7 @@
  * @module
  */
 import { AuthenticationFailedError } from "./scram.ts";
-import { logIn, LoginRefusedError, type LoginRole, loginRoleOf, loginRoleSql } from "./login_role.ts";
+import { logIn, LoginRefusedError, type LoginRole, lookUpRole } from "./login_role.ts";
 import type { CallIdentity } from "../compute/engine_identity.ts";
 import { renameStatements } from "./statement_names.ts";
 import { readCopyIn } from "./copy_in.ts";
@@ -42,7 +42,7 @@ import {
   sessionLeft,
   TEMP_OBJECTS,
 } from "./backend_handover.ts";
-import { startupSettings } from "./startup_settings.ts";
+import { startupSettings, startupSql } from "./startup_settings.ts";
 import { backendSignal, signalReply } from "./backend_signals.ts";
 import {
   LISTEN_STATEMENT,
@@ -245,7 +245,8 @@ export class ServerSession {
       next: () => this.#client.next(() => this.#client.reader.takeMessage()),
       write: (b: Uint8Array) => this.#write(b),
     };
-    const role = await logIn(channel, user, await this.#lookUpRole(compute, user), this.#ctx.password);
+    const known = lookUpRole(compute, this.#backendState(compute), user);
+    const role = await logIn(channel, user, await known, this.#ctx.password);
     this.#role = role;
     // A superuser may take any identity anyway: its calls need no confinement.
     this.#identity = role.superuser ? undefined : { login_role_id: role.oid };
@@ -266,24 +267,6 @@ export class ServerSession {
       readyForQuery("I"),
     ]));
     return true;
-  }
-
-  /**
-   * The role `user` in the branch's catalog, read as the superuser whoever holds the backend's session. While
-   * another session runs a statement, a role read before (and not changed since) is taken as read: a client
-   * connects without waiting for another's statement, as with PostgreSQL.
-   */
-  async #lookUpRole(compute: SharedBackend, user: string): Promise<LoginRole | undefined> {
-    const state = this.#backendState(compute);
-    const known = state.roles.get(user);
-    if (known !== undefined && state.owned) return known;
-    const role = await compute.exclusive(async (exec) => {
-      const reply = await exec(backendMessage("Q", cStrings(loginRoleSql(user))), { catalog: true });
-      return loginRoleOf(user, reply);
-    });
-    if (role === undefined) state.roles.delete(user);
-    else if (state.roles.size < MAX_KNOWN_ROLES) state.roles.set(user, role);
-    return role;
   }
 
   #backendState(compute: SharedBackend): BackendState {
@@ -462,16 +445,7 @@ export class ServerSession {
     const moved = this.#generation !== generation;
     this.#generation = generation;
     if (state.last_owner === this.id && !moved) return;
-    // set_config takes a value as the startup packet does (`search_path=a,b` is two schemas, not one name).
-    const user = this.#params.user ?? "postgres";
-    const startup = [
-      `SET SESSION AUTHORIZATION ${quoteIdent(user)};`,
-      storedSettingsSql(user),
-      ...startupSettings(this.#params).map(([name, value]) =>
-        `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false);`
-      ),
-    ];
-    const plan = handover(state, this.id, startup);
+    const plan = handover(state, this.id, startupSql(this.#params, storedSettingsSql(this.#params.user ?? "postgres")));
     // The first time, the timeouts in force are read too: ALTER ROLE/DATABASE ... SET may have set them.
     const first = !this.#timeouts_read;
     const sql = first ? `${plan.sql} ${TIMEOUTS_SQL}`.trim() : plan.sql;
@@ -545,19 +519,8 @@ function frame(message: FrontendMessage): Uint8Array {
   return backendMessage(message.type, message.body);
 }
 
-function quoteLiteral(value: string): string {
-  return `'${value.replaceAll("'", "''")}'`;
-}
-
-/** Roles whose login is remembered per backend (see `#lookUpRole`). */
-const MAX_KNOWN_ROLES = 1000;
-
 /** A statement that may create, change or drop a role: the roles known for logins are read again. */
 const ROLE_CHANGE = /\b(?:role|user|group)\b/i;
-
-function quoteIdent(name: string): string {
-  return `"${name.replaceAll('"', '""')}"`;
-}
 
 function printable(type: string): string {
   const code = type.charCodeAt(0);

@@ -23,3 +23,26 @@ export function startupSettings(params: Record<string, string>): [string, string
   }
   return settings;
 }
+
+/**
+ * What runs when a session takes the backend: its identity (the login role), the settings `ALTER ROLE/DATABASE
+ * ... SET` stored for it (`stored`), then its startup settings. `set_config` takes a value as the startup packet
+ * does (`search_path=a,b` is two schemas, not one name).
+ */
+export function startupSql(params: Record<string, string>, stored: string): string[] {
+  return [
+    `SET SESSION AUTHORIZATION ${quoteIdent(params.user ?? "postgres")};`,
+    stored,
+    ...startupSettings(params).map(([name, value]) =>
+      `SELECT pg_catalog.set_config(${quoteLiteral(name)}, ${quoteLiteral(value)}, false);`
+    ),
+  ];
+}
+
+function quoteIdent(name: string): string {
+  return `"${name.replaceAll('"', '""')}"`;
+}
+
+function quoteLiteral(value: string): string {
+  return `'${value.replaceAll("'", "''")}'`;
+}

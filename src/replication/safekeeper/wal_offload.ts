@@ -208,10 +208,15 @@ export class WalOffloader {
       const own_start = next * size < t.source.wal_start_lsn ? t.source.wal_start_lsn : next * size;
       if (committed <= own_start) continue;
       const { lsn_start, body } = await this.#withEarlierPartial(t, next, own_start, committed);
-      await this.#store.put(
-        segmentKey(t.tenant_id, t.timeline_id, next, true),
-        encodeSegmentObject(lsn_start, t.segment_size, body),
-      );
+      const key = segmentKey(t.tenant_id, t.timeline_id, next, true);
+      // Every safekeeper uploads the partial at its clean stop, and one that learned a lower commit LSN must not
+      // replace a longer partial with a shorter one: the lake would lose committed WAL.
+      const existing = await this.#store.get(key);
+      const earlier = existing === undefined ? undefined : decodeSegmentObject(key, existing);
+      if (earlier !== undefined && earlier.lsn_start <= lsn_start) {
+        if (earlier.lsn_start + BigInt(earlier.bytes.length) >= committed) continue;
+      }
+      await this.#store.put(key, encodeSegmentObject(lsn_start, t.segment_size, body));
       this.#uploaded.set(id, committed);
       this.#log("wal_partial_offloaded", {
         tenant_id: t.tenant_id,

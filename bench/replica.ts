@@ -10,11 +10,10 @@
 import postgres from "postgres";
 import { EngineHost } from "../src/server/engine_host.ts";
 import { TarnServer } from "../src/server/server.ts";
+import { counterLag, percentile } from "./counter_lag.ts";
 
 const MAX_LAG_MS = 1000;
 const seconds = Number(Deno.args[0] ?? 20);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) * p)];
 
 const engine = await EngineHost.open({ compute_idle_ms: 60_000, page_cache_pages: 4096 });
 const server = TarnServer.start(engine, { port: 0, replica_max_lag_ms: MAX_LAG_MS });
@@ -25,8 +24,6 @@ try {
   if (!init.success) throw new Error("pgbench -i failed (is Debian's postgresql-client installed?)");
   const primary = postgres(url("postgres"), { max: 1 });
   const replica = postgres(url("postgres-ro"), { max: 1 });
-  await primary`create table counter (n int)`;
-  await primary`insert into counter values (0)`;
 
   const read_rate = async (sql: postgres.Sql, ms: number) => {
     let reads = 0;
@@ -45,29 +42,7 @@ try {
       .output().then((out) => /tps = ([\d.]+)/.exec(new TextDecoder().decode(out.stdout))?.[1] ?? "?");
   const alone_tps = await pgbench(["-c", "2", "-T", String(Math.min(10, seconds))]);
   const load = pgbench(["-c", "2", "-T", String(seconds)]);
-  const acked = new Map<number, number>();
-  let writing = true;
-  const writer = (async () => {
-    for (let n = 1; writing; n++) {
-      await primary`update counter set n = ${n}`;
-      acked.set(n, performance.now());
-      await sleep(20);
-    }
-  })();
-  const lags_ms: number[] = [];
-  let last = 0;
-  let reads = 0;
-  const until_ms = performance.now() + seconds * 1000;
-  while (performance.now() < until_ms) {
-    const [{ n }] = await replica`select n from counter`;
-    reads++;
-    const now_ms = performance.now();
-    for (let v = last + 1; v <= n; v++) if (acked.has(v)) lags_ms.push(now_ms - acked.get(v)!);
-    last = Math.max(last, n);
-    await sleep(5);
-  }
-  writing = false;
-  await writer;
+  const { lags_ms, reads } = await counterLag(primary, replica, seconds);
   const tps = await load;
   const [{ lsn }] = await replica`select current_setting('tarn.replay_lsn') as lsn`;
   await primary.end();

@@ -12,11 +12,10 @@
  * @module
  */
 import postgres from "postgres";
+import { counterLag, percentile } from "./counter_lag.ts";
 import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "../tests/fixtures/tarn_process.ts";
 
 const seconds = Number(Deno.args[0] ?? 15);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-const percentile = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) * p)];
 const url = (compute: TarnProcess) => `postgresql://postgres@127.0.0.1:${compute.port}/postgres`;
 
 /** Runs pgbench (`args`) against each compute at once; the sum of their tps. */
@@ -60,34 +59,8 @@ try {
 
   const writer = postgres(url(primary), { max: 1 });
   const reader = postgres(url(replica), { max: 1 });
-  await writer`create table counter (n int)`;
-  await writer`insert into counter values (0)`;
-  // The replica shows the new table once its next compute starts (within the lag bound).
-  for (let tries = 0; await reader`select n from counter`.then(() => false, () => tries++ < 200);) await sleep(50);
-  const acked = new Map<number, number>();
-  let writing = true;
-  const writes = (async () => {
-    for (let n = 1; writing; n++) {
-      await writer`update counter set n = ${n}`;
-      acked.set(n, performance.now());
-      await sleep(20);
-    }
-  })();
   const load = pgbench([primary], ["-c", "2", "-T", String(seconds)]);
-  const lags_ms: number[] = [];
-  let last = 0;
-  let reads = 0;
-  const until_ms = performance.now() + seconds * 1000;
-  while (performance.now() < until_ms) {
-    const [{ n }] = await reader`select n from counter`;
-    reads++;
-    const now_ms = performance.now();
-    for (let v = last + 1; v <= n; v++) if (acked.has(v)) lags_ms.push(now_ms - acked.get(v)!);
-    last = Math.max(last, n);
-    await sleep(5);
-  }
-  writing = false;
-  await writes;
+  const { lags_ms, reads } = await counterLag(writer, reader, seconds);
   const tps = await load;
   await writer.end();
   await reader.end();

@@ -145,8 +145,16 @@ Deno.test({
         await b.end();
         await sql.end();
         match(JSON.stringify(ps.events.filter((e) => e.event === "timeline_gc")), /bytes_after/);
-        // The safekeepers let go of local WAL below what the lake holds (and what they uploaded, and committed).
-        ok(sks.every((sk) => sk.events.some((e) => e.event === "wal_removed")), "every safekeeper removed old WAL");
+        // The safekeepers let go of local WAL below what the lake holds (and what they uploaded, and committed). Each
+        // reads the lake's horizon every few seconds on its own timer, so one may come to it after the churn.
+        const removed = () => sks.every((sk) => sk.events.some((e) => e.event === "wal_removed"));
+        for (const until_ms = Date.now() + 30_000; !removed() && Date.now() < until_ms;) {
+          await new Promise((resolve) => setTimeout(resolve, 200));
+        }
+        ok(
+          removed(),
+          `safekeepers that removed old WAL: ${sks.map((sk) => sk.events.some((e) => e.event === "wal_removed"))}`,
+        );
       }, { remote: `file://${dir}/lake`, pageserver_args: ["--gc-interval", "1s"] })
     ),
 });

@@ -51,7 +51,13 @@ Deno.test({
           const write = acked.find((a) => a.n === read.n);
           if (write !== undefined) lags_ms.push(first.at_ms - write.at_ms);
         }
-        ok(seen.at(-1)!.n > acked.length / 2, "the reader moved on");
+        // The reader moves on: the last value written shows up (however slow the machine, within a few generations).
+        let last_n = seen.at(-1)!.n;
+        for (const until_ms = performance.now() + 15_000; last_n < acked.length && performance.now() < until_ms;) {
+          await sleep(100);
+          last_n = (await replica`select n from counter`)[0].n;
+        }
+        equal(last_n, acked.length, "the reader moved on to the last value written");
         const [{ name }] = await replica`select current_setting('application_name') as name`;
         equal(name, "reader", "the session's SET follows it to newer computes");
         const error = await replica`insert into counter values (-1)`.then(() => undefined, (e: PgError) => e);

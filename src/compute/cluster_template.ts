@@ -9,9 +9,8 @@ import type { WalSink } from "../replication/wal_api.ts";
 import { WalLog } from "../replication/wal_log.ts";
 import { BLOCK_SIZE, type PageSink, type PageSource } from "../storage/page_api.ts";
 import { PageStore } from "../storage/page_store.ts";
-import { startPostgres } from "./engine.ts";
+import { startPostgres } from "./engine_pool.ts";
 import { parseControlFile } from "./pg_control.ts";
-import { TarnFS } from "./tarn_fs.ts";
 import { readTemplate, templateCachePath, writeTemplate } from "./template_cache.ts";
 
 /** Default WAL segment size of a new cluster (initdb's default). */
@@ -64,7 +63,7 @@ async function pgliteVersion(): Promise<string | undefined> {
 async function makeTemplate(): Promise<ClusterTemplate> {
   const pages = await PageStore.open({ timeline_id: "0".repeat(32) });
   const wal = await WalLog.open({ segment_size: INITDB_SEGMENT_BYTES });
-  const fs = new TarnFS({
+  const { pg } = await startPostgres({
     pages,
     wal,
     segment_size: INITDB_SEGMENT_BYTES,
@@ -72,7 +71,6 @@ async function makeTemplate(): Promise<ClusterTemplate> {
     page_cache_pages: 1024,
     on_sync: async () => void await wal.flush(),
   });
-  const pg = await startPostgres(fs);
   // A segment switch puts the shutdown checkpoint at the start of a fresh segment: Postgres reads a segment's
   // first page before any record in it, so the WAL a new database needs is then a few hundred bytes, not megabytes.
   await pg.exec("select pg_switch_wal()");

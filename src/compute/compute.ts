@@ -12,12 +12,12 @@ import { formatLsn, type Lsn, LSN_MAX, segmentFileName, segmentOf } from "../lsn
 import type { TimelineWal } from "../replication/timeline_wal.ts";
 import type { ComputePages } from "../storage/page_api.ts";
 import { Checkpointer } from "./checkpointer.ts";
-import { startPostgres } from "./engine.ts";
+import { startPostgres } from "./engine_pool.ts";
 import { type CopyInput, EngineGuard } from "./engine_guard.ts";
 import type { CallIdentity } from "./engine_identity.ts";
 import { parseControlFile } from "./pg_control.ts";
 import type { PageCacheStats } from "./page_cache.ts";
-import { TarnFS, type TarnFsState } from "./tarn_fs.ts";
+import type { TarnFS, TarnFsState } from "./tarn_fs.ts";
 import type { WasmSnapshot } from "./wasm_snapshot.ts";
 import type { Logger } from "../logger.ts";
 
@@ -101,7 +101,8 @@ export class Compute {
   async #boot(): Promise<void> {
     const { pages, wal } = this.#storage;
     const options = this.#options;
-    const fs = new TarnFS({
+    const settings = [...options.read_only ? ["default_transaction_read_only=on"] : [], ...options.settings ?? []];
+    const { pg, fs } = await startPostgres({
       pages,
       wal,
       segment_size: options.segment_size,
@@ -111,9 +112,7 @@ export class Compute {
         if (options.read_only) return;
         pages.walDurable(await wal.flush(), options.page_store_memory_bytes);
       },
-    });
-    const settings = [...options.read_only ? ["default_transaction_read_only=on"] : [], ...options.settings ?? []];
-    const pg = await startPostgres(fs, settings);
+    }, settings);
     this.#engine = new EngineGuard(pg, fs.wasm.instance?.exports);
     this.#pg = pg;
     this.#fs = fs;

@@ -1,10 +1,10 @@
 /**
- * Starts PostgreSQL (PGlite) on a {@linkcode TarnFS} with the settings Tarn relies on.
+ * What every Tarn engine shares: the settings Tarn relies on, PGlite's WASM module and file bundle (loaded once per
+ * process), and where the backend keeps who it is. Engines start in `engine_pool.ts`.
  *
  * @module
  */
 import { PGlite } from "@electric-sql/pglite";
-import type { TarnFS } from "./tarn_fs.ts";
 import { findIdentityCells, type IdentityCells } from "./engine_identity.ts";
 
 /**
@@ -54,42 +54,4 @@ export function engineIdentityCells(): Promise<IdentityCells | undefined> {
     return findIdentityCells(await Deno.readFile(new URL("pglite.wasm", dist)));
   })();
   return identity_cells;
-}
-
-/** Postgres did not start: the message carries the tail of its log, which says why. */
-export class ComputeStartError extends Error {
-  /** @param log_tail Postgres's last log lines */
-  constructor(cause: unknown, log_tail: string[]) {
-    super(`PostgreSQL failed to start: ${String(cause)}\nits last log lines:\n${log_tail.join("\n")}`, { cause });
-    this.name = "ComputeStartError";
-  }
-}
-
-const LOG_TAIL_LINES = 40;
-
-/**
- * Starts PostgreSQL on `fs` with `extra_settings` (`name=value`): recovery runs if the files and WAL it finds say so. Postgres's log goes to stderr
- * when `TARN_PG_LOG` is set; its tail is kept for the error when start fails.
- */
-export async function startPostgres(fs: TarnFS, extra_settings: readonly string[] = []): Promise<PGlite> {
-  const { module, bundle } = await loadArtifacts();
-  const echo = Deno.env.get("TARN_PG_LOG") !== undefined;
-  const log_tail: string[] = [];
-  const onStderr = (line: string) => {
-    if (echo) console.error(line);
-    log_tail.push(line);
-    if (log_tail.length > LOG_TAIL_LINES) log_tail.shift();
-    return true;
-  };
-  try {
-    return await PGlite.create({
-      fs,
-      pgliteWasmModule: module,
-      fsBundle: bundle,
-      startParams: startParams(extra_settings),
-      onStderr,
-    });
-  } catch (error) {
-    throw new ComputeStartError(error, log_tail);
-  }
 }

@@ -50,27 +50,40 @@ type OpenFile = { path: string; file_class: FileClass };
 /** What a rewind puts back in a {@linkcode TarnFS}: the compute-local files. */
 export type TarnFsState = { ephemeral: Map<string, EphemeralFile>; wal_segments: Set<string> };
 
-/** PGlite's file system for a Tarn compute. */
+/**
+ * PGlite's file system for a Tarn compute. It may be made before its storage is known (a parked engine,
+ * `engine_pool.ts`): PGlite then waits in {@linkcode TarnFS.initialSyncFs} until {@linkcode TarnFS.bind} names it.
+ */
 export class TarnFS extends BaseFilesystem {
-  readonly #pages: PageSource & PageSink;
-  readonly #wal: WalSink & WalSource;
-  readonly #segment_size: number;
-  readonly #on_sync: () => Promise<void>;
-  readonly #shipper: WalShipper;
-  readonly #wal_segments: Set<string>;
+  #pages!: PageSource & PageSink;
+  #wal!: WalSink & WalSource;
+  #segment_size!: number;
+  #on_sync!: () => Promise<void>;
+  #shipper!: WalShipper;
+  #wal_segments!: Set<string>;
   readonly #ephemeral = new Map<string, EphemeralFile>();
   readonly #sizes = new Map<string, number>();
   readonly #fds = new Map<number, OpenFile>();
   readonly #mtime_ms = Date.now();
   #next_fd = 1;
+  #bound = false;
+  readonly #binding = Promise.withResolvers<void>();
+  readonly #waiting = Promise.withResolvers<void>();
   /** The compute's page cache (exposed for metrics). */
-  readonly cache: PageCache;
+  cache!: PageCache;
   /** PGlite's internals, captured at start, for snapshots (`wasm_snapshot.ts`). */
   readonly wasm = new WasmHandles();
 
-  /** @param options where WAL and pages go */
-  constructor(options: TarnFsOptions) {
+  /** @param options where WAL and pages go; without them, PGlite waits for {@linkcode TarnFS.bind} */
+  constructor(options?: TarnFsOptions) {
     super("/pgdata");
+    if (options !== undefined) this.bind(options);
+  }
+
+  /** Names the storage: PGlite, waiting in {@linkcode TarnFS.initialSyncFs}, goes on to start Postgres on it. */
+  bind(options: TarnFsOptions): void {
+    if (this.#bound) throw new Error("TarnFS.bind: the file system already has its storage");
+    this.#bound = true;
     this.#pages = options.pages;
     this.#wal = options.wal;
     this.#segment_size = options.segment_size;
@@ -78,6 +91,18 @@ export class TarnFS extends BaseFilesystem {
     this.#shipper = new WalShipper(options.wal);
     this.#wal_segments = new Set([...options.wal_segments].map((name) => "pg_wal/" + name));
     this.cache = new PageCache(options.page_cache_pages);
+    this.#binding.resolve();
+  }
+
+  /** Resolves when PGlite has made its runtime and unpacked its files, and waits for the storage. */
+  get waiting(): Promise<void> {
+    return this.#waiting.promise;
+  }
+
+  /** PGlite calls this once its runtime is ready, before it reads the data directory. */
+  override initialSyncFs(): Promise<void> {
+    this.#waiting.resolve();
+    return this.#binding.promise;
   }
 
   /** Lets {@linkcode WasmHandles} capture the instance PGlite creates. */

@@ -28,9 +28,16 @@ type StreamRecord = {
   pipe?: { peer_fd: number; read_end: boolean };
 };
 
-/** What a rewind restores. */
+/** The unit of a sparse memory copy: most of a fresh instance's heap is still zero. */
+const CHUNK_BYTES = 64 * 1024;
+
+/**
+ * What a rewind restores. `memory` holds the non-zero chunks of the heap below `heap_break`, in order; `chunks`
+ * their indices (chunk i covers [i * 64 KiB, (i + 1) * 64 KiB)); every other byte below the break is zero.
+ */
 export type WasmSnapshot = {
   memory: Uint8Array;
+  chunks: Uint32Array;
   heap_break: number;
   stack_pointer: number;
   table_length: number;
@@ -85,8 +92,10 @@ export class WasmHandles {
     const umask = env.__syscall_umask(0o077);
     env.__syscall_umask(umask);
     this.dirty_end = Math.max(this.dirty_end, heap_break);
+    const { memory, chunks } = copyNonZero(this.module.HEAPU8, heap_break);
     return {
-      memory: (this.module.HEAPU8 as Uint8Array).slice(0, heap_break),
+      memory,
+      chunks,
       heap_break,
       stack_pointer: this.#exports.__stack_pointer.value,
       table_length: this.#exports.__indirect_function_table.length,
@@ -104,7 +113,7 @@ export class WasmHandles {
       return `a library was loaded after the snapshot (function table ${snapshot.table_length} -> ${table_length})`;
     }
     const heap: Uint8Array = this.module.HEAPU8;
-    if (heap.byteLength < snapshot.memory.byteLength) return "the WASM memory shrank";
+    if (heap.byteLength < snapshot.heap_break) return "the WASM memory shrank";
     return undefined;
   }
 
@@ -113,13 +122,36 @@ export class WasmHandles {
     this.dirty_end = Math.max(this.dirty_end, this.heapBreak());
     purgeNodeCache(this.module);
     const heap: Uint8Array = this.module.HEAPU8;
-    heap.set(snapshot.memory, 0);
-    if (this.dirty_end > snapshot.heap_break) heap.fill(0, snapshot.heap_break, this.dirty_end);
+    heap.fill(0, 0, Math.max(this.dirty_end, snapshot.heap_break));
+    for (let i = 0; i < snapshot.chunks.length; i++) {
+      const at = snapshot.chunks[i] * CHUNK_BYTES;
+      const bytes = Math.min(CHUNK_BYTES, snapshot.heap_break - at);
+      heap.set(snapshot.memory.subarray(i * CHUNK_BYTES, i * CHUNK_BYTES + bytes), at);
+    }
     this.#exports.__stack_pointer.value = snapshot.stack_pointer;
     restoreStreams(this.module, this.imports.env, this.#exports, snapshot);
     this.module.FS.chdir(snapshot.cwd);
     this.imports.env.__syscall_umask(snapshot.umask);
   }
+}
+
+/** The non-zero 64 KiB chunks of `heap` below `end`, packed, and their indices. */
+function copyNonZero(heap: Uint8Array, end: number): { memory: Uint8Array; chunks: Uint32Array } {
+  const words = new Int32Array(heap.buffer, 0, Math.floor(end / 4));
+  const chunks: number[] = [];
+  const per_chunk = CHUNK_BYTES / 4;
+  for (let chunk = 0; chunk * CHUNK_BYTES < end; chunk++) {
+    const last = Math.min(words.length, (chunk + 1) * per_chunk);
+    let non_zero = (chunk + 1) * CHUNK_BYTES > words.length * 4; // a tail not a whole word: copied
+    for (let w = chunk * per_chunk; w < last && !non_zero; w++) non_zero = words[w] !== 0;
+    if (non_zero) chunks.push(chunk);
+  }
+  const memory = new Uint8Array(chunks.length * CHUNK_BYTES);
+  chunks.forEach((chunk, i) => {
+    const at = chunk * CHUNK_BYTES;
+    memory.set(heap.subarray(at, Math.min(at + CHUNK_BYTES, end)), i * CHUNK_BYTES);
+  });
+  return { memory, chunks: Uint32Array.from(chunks) };
 }
 
 function listStreams(module: any): StreamRecord[] {

@@ -220,7 +220,13 @@ async function status(ctx: HttpContext): Promise<unknown> {
 function errorAnswer(error: unknown): HttpAnswer {
   const e = error as Error;
   const status = error instanceof PageserverError
-    ? (error.code === "unknown_tenant" ? 404 : error.code === "bad_request" ? 400 : 409)
+    ? (error.code === "unknown_tenant"
+      ? 404
+      : error.code === "bad_request"
+      ? 400
+      : error.code === "not_yet_ingested"
+      ? 503
+      : 409)
     : e?.name === "BranchNotFoundError"
     ? 404
     : ["AdminRequestError", "BranchRuleError", "BranchExistsError", "LsnOutOfRangeError", "LsnFormatError"].includes(

@@ -6,6 +6,7 @@
  *
  * @module
  */
+import { scanCommits } from "../replication/branch_point.ts";
 import { type BranchInfo as BranchRowInfo, BranchManager, type BranchStart } from "../branch_manager.ts";
 import { clusterTemplate, importTemplate } from "../compute/cluster_template.ts";
 import type { Logger } from "../logger.ts";
@@ -42,8 +43,14 @@ import { type StorageReport, storageReport } from "./storage_report.ts";
 
 /** Each timeline's cache of decompressed layer blocks. */
 const BLOCK_CACHE_BYTES = 16 * 1024 * 1024;
-/** How long a branch at a time waits for the parent's compute to ship the WAL up to that time. */
-const WAL_CATCH_UP_MS = 5000;
+/** How long a branch at a time waits for the parent's compute's WAL up to that time to arrive (then: retry). */
+const WAL_CATCH_UP_MS = 30_000;
+/** A branch at a time looks for a later commit in at most this much of the newest WAL, then in what arrives. */
+const WAL_SCAN_BACK_BYTES = 16 * 1024 * 1024;
+/** A bound on the records one look decodes. */
+const WAL_SCAN_RECORDS = 1_000_000;
+/** No WAL from the compute for this long: nothing it acknowledged is still on the way. */
+const WAL_QUIET_MS = 300;
 /** A timeline holding more than this in memory persists at once (bytes). */
 const PERSIST_MEMORY_BYTES = 32 * 1024 * 1024;
 
@@ -423,18 +430,33 @@ export class Tenant {
   }
 
   /**
-   * Waits (a few seconds at most) until the timeline's compute has shipped WAL after `time`, then makes the WAL copy
-   * durable: a branch at `time` then holds every commit acknowledged before it, not just those shipped so far. A
-   * timeline no compute is attached to has shipped everything already.
+   * Waits (a few seconds at most) until the WAL received from the timeline's compute holds every commit acknowledged
+   * at or before `time`, then makes the WAL copy durable. The compute ships WAL in order, and commit records are in
+   * time order, so a commit after `time` received says that all before it are here; when none comes (the database
+   * went quiet), WAL not arriving for a while says that nothing is in flight. Receive times alone would not do:
+   * behind a backlog, WAL received after `time` may have been sent long before it. A timeline no compute is attached
+   * to has shipped everything already.
    */
   async #walCovers(timeline_id: string, time: Date): Promise<void> {
     const owner = this.#owners.find(timeline_id);
+    const { wal } = await this.#storage(timeline_id, false);
     const deadline_ms = Date.now() + WAL_CATCH_UP_MS;
-    while (owner !== undefined && owner.connections > 0 && Date.now() < deadline_ms) {
-      if ((this.#wal_received_ms.get(timeline_id) ?? 0) > time.getTime()) break;
-      await new Promise((resolve) => setTimeout(resolve, 20));
+    const back = wal.end_lsn - BigInt(WAL_SCAN_BACK_BYTES);
+    let from: { boundary: Lsn } | { page_of: Lsn } = { page_of: back > wal.start_lsn ? back : wal.start_lsn };
+    for (let covered = false; !covered && owner !== undefined && owner.connections > 0;) {
+      const scan = scanCommits(wal, time, wal.end_lsn, from, WAL_SCAN_RECORDS);
+      covered = scan.passed || Date.now() - (this.#wal_received_ms.get(timeline_id) ?? 0) > WAL_QUIET_MS;
+      if (!covered && Date.now() > deadline_ms) {
+        throw new PageserverError(
+          "not_yet_ingested",
+          `a branch at ${time.toISOString()}: the WAL of that time has not reached the pageserver after ` +
+            `${WAL_CATCH_UP_MS / 1000} s (it is behind its compute); retry in a few seconds`,
+        );
+      }
+      from = { boundary: scan.resume_lsn };
+      if (!covered) await new Promise((resolve) => setTimeout(resolve, 20));
     }
-    await (await this.#storage(timeline_id, false)).wal.flush();
+    await wal.flush();
   }
 
   /** Deletes a branch and its storage. */

@@ -54,8 +54,11 @@ export function lsnAtTime(source: WalSource, time: Date, end_lsn: Lsn): Lsn | un
   return scanCommits(source, time, end_lsn, { page_of: source.start_lsn }, MAX_RECORDS).found_lsn;
 }
 
-/** What {@linkcode scanCommits} found, and where a later scan (for a later time) goes on. */
-export type CommitScan = { found_lsn?: Lsn; resume_lsn: Lsn };
+/**
+ * What {@linkcode scanCommits} found, and where a later scan (for a later time) goes on; `passed` when it reached a
+ * commit after the time (then the WAL scanned holds every commit at or before it).
+ */
+export type CommitScan = { found_lsn?: Lsn; resume_lsn: Lsn; passed: boolean };
 
 /**
  * Walks at most `max_records` records towards `end_lsn`, for the end of the last commit at or before `time`, from
@@ -83,13 +86,13 @@ export function scanCommits(
   for (let i = 0; i < max_records; i++) {
     const at = decoder.lsn;
     const record = decoder.next();
-    if (!("next_lsn" in record) || record.next_lsn > end_lsn) return { found_lsn, resume_lsn: at };
+    if (!("next_lsn" in record) || record.next_lsn > end_lsn) return { found_lsn, resume_lsn: at, passed: false };
     if (record.commit_time !== undefined) {
-      if (record.commit_time.getTime() > time.getTime()) return { found_lsn, resume_lsn: at };
+      if (record.commit_time.getTime() > time.getTime()) return { found_lsn, resume_lsn: at, passed: true };
       found_lsn = record.next_lsn;
     }
   }
-  return { found_lsn, resume_lsn: decoder.lsn };
+  return { found_lsn, resume_lsn: decoder.lsn, passed: false };
 }
 
 /** A branch point as users give it: an LSN (bigint or `0/17CC6C8`) or a time. */

@@ -7,6 +7,7 @@
  */
 import type { TarnClient } from "./client.ts";
 import { Compute, type ComputeOptions, type ComputeSnapshot, type TimelineStorage } from "./compute/compute.ts";
+import { enginePool } from "./compute/engine_pool.ts";
 import { BranchRuleError } from "./errors.ts";
 import { formatLsn, type Lsn } from "./lsn.ts";
 import type { Branch } from "./storage/branch_catalog.ts";
@@ -61,6 +62,17 @@ export class ForkPool {
   }
 
   async #start(key: string, parent: Branch, branch_lsn: Lsn): Promise<ForkRecord> {
+    // The next parked engine comes after this fork is made, snapshot and all.
+    const made = Promise.withResolvers<void>();
+    enginePool.refill(made.promise);
+    try {
+      return await this.#make(key, parent, branch_lsn);
+    } finally {
+      made.resolve();
+    }
+  }
+
+  async #make(key: string, parent: Branch, branch_lsn: Lsn): Promise<ForkRecord> {
     const storage = await this.#timelines.ephemeral(parent.timeline_id, branch_lsn);
     const compute = await Compute.start(storage, this.#options);
     // PL/pgSQL loaded before the snapshot stays loaded after a rewind; loaded after it, it forces a restart.

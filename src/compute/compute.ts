@@ -12,7 +12,7 @@ import { formatLsn, type Lsn, LSN_MAX, segmentFileName, segmentOf } from "../lsn
 import type { TimelineWal } from "../replication/timeline_wal.ts";
 import type { ComputePages } from "../storage/page_api.ts";
 import { Checkpointer } from "./checkpointer.ts";
-import { startPostgres } from "./engine_pool.ts";
+import { enginePool, startPostgres } from "./engine_pool.ts";
 import { type CopyInput, EngineGuard } from "./engine_guard.ts";
 import type { CallIdentity } from "./engine_identity.ts";
 import { parseControlFile } from "./pg_control.ts";
@@ -94,7 +94,9 @@ export class Compute {
    */
   static async start(storage: TimelineStorage, options: ComputeOptions): Promise<Compute> {
     const compute = new Compute(storage, options);
-    await compute.#boot();
+    const booted = compute.#boot();
+    enginePool.refill(booted);
+    await booted;
     return compute;
   }
 

@@ -5,7 +5,7 @@
  * generation, a fork at a new point) attaches one to its timeline's storage and only Postgres itself starts.
  *
  * PGlite reads its start parameters when Postgres starts, after that point, so one parked engine serves any
- * settings. The pool refills one engine at a time, after the engine it gave out has started (both would otherwise
+ * settings. The pool refills one engine at a time, after the start that took one is complete (both would otherwise
  * compete for the one thread that runs them).
  *
  * @module
@@ -112,7 +112,10 @@ class EnginePool {
     return this.#parked.shift() ?? new ParkedEngine();
   }
 
-  /** Parks engines up to the target, one after another, once `after` settled. */
+  /**
+   * Parks engines up to the target, one after another, once `after` settled: the caller's whole start (a parked
+   * engine's work would otherwise slow the start it is meant to speed up). A call while a refill waits is ignored.
+   */
   refill(after: Promise<unknown>): void {
     this.#refilling ??= (async () => {
       await after.catch(() => {});
@@ -125,8 +128,13 @@ class EnginePool {
   }
 }
 
-/** The process's pool of parked engines (`target` parked after the first start; 1 unless set). */
+/**
+ * The process's pool of parked engines: `target` of them parked after the first start, 1 unless set here or by the
+ * environment variable `TARN_WARM_ENGINES` (0 to 4; 0 saves the memory of a parked engine, ~20 MB).
+ */
 export const enginePool: EnginePool = new EnginePool();
+const from_env = Deno.env.get("TARN_WARM_ENGINES");
+if (from_env !== undefined) enginePool.target = Number(from_env);
 
 /**
  * Starts PostgreSQL on `storage` with `extra_settings` (`name=value`), on a parked engine when the pool has one:
@@ -137,7 +145,5 @@ export async function startPostgres(
   storage: TarnFsOptions,
   extra_settings: readonly string[] = [],
 ): Promise<{ pg: PGlite; fs: TarnFS }> {
-  const started = enginePool.take().attach(storage, extra_settings);
-  enginePool.refill(started);
-  return await started;
+  return await enginePool.take().attach(storage, extra_settings);
 }

@@ -8,7 +8,7 @@
  * @module
  */
 import postgres from "postgres";
-import { spawnCompute, spawnPageserver, spawnSafekeeper, type TarnProcess } from "../tests/fixtures/tarn_process.ts";
+import { spawnCompute, type TarnProcess, withCluster } from "../tests/fixtures/tarn_process.ts";
 
 const rounds = Number(Deno.args[0] ?? 5);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
@@ -38,36 +38,31 @@ async function suspensions(compute: TarnProcess, count: number): Promise<void> {
 }
 
 const dir = await Deno.makeTempDir({ prefix: "tarn-bench-suspend-" });
-const started: TarnProcess[] = [];
 try {
-  const sks = await Promise.all([1, 2, 3].map((id) => spawnSafekeeper(`${dir}/sk${id}`, id)));
-  started.push(...sks);
-  const ps = await spawnPageserver(`${dir}/ps`);
-  started.push(ps);
-  const compute = await spawnCompute(ps, sks, "bench", ["--suspend-after", "1s"]);
-  started.push(compute);
-  const sql = postgres(`postgresql://postgres@127.0.0.1:${compute.port}/postgres`, { max: 1, onnotice: () => {} });
-  await sql`create table t as select g as id, md5(g::text) as pad from generate_series(1, 1000) g`;
-  await sql.end();
-  const resumed = [];
-  const running = [];
-  const rss = { running: 0, suspended: 0 };
-  for (let i = 1; i <= rounds; i++) {
-    await suspensions(compute, i);
-    await new Promise((resolve) => setTimeout(resolve, 300)); // the pool parks its next engine meanwhile
-    rss.suspended = await rssMb(compute.child.pid);
-    resumed.push(await firstQuery(compute));
-    running.push(await firstQuery(compute));
-    rss.running = await rssMb(compute.child.pid);
-  }
-  console.log(
-    `first query after a suspend: median ${median(resumed).toFixed(0)} ms (${resumed.map((ms) => ms.toFixed(0))}); ` +
-      `on the running compute: ${median(running).toFixed(1)} ms; ratio ${
-        (median(resumed) / median(running)).toFixed(1)
-      }x`,
-  );
-  console.log(`RSS: ${rss.running.toFixed(0)} MB running, ${rss.suspended.toFixed(0)} MB suspended`);
+  await withCluster(dir, async ({ sks, ps, started }) => {
+    const compute = await spawnCompute(ps, sks, "bench", ["--suspend-after", "1s"]);
+    started.push(compute);
+    const sql = postgres(`postgresql://postgres@127.0.0.1:${compute.port}/postgres`, { max: 1, onnotice: () => {} });
+    await sql`create table t as select g as id, md5(g::text) as pad from generate_series(1, 1000) g`;
+    await sql.end();
+    const resumed = [];
+    const running = [];
+    const rss = { running: 0, suspended: 0 };
+    for (let i = 1; i <= rounds; i++) {
+      await suspensions(compute, i);
+      await new Promise((resolve) => setTimeout(resolve, 300)); // the pool parks its next engine meanwhile
+      rss.suspended = await rssMb(compute.child.pid);
+      resumed.push(await firstQuery(compute));
+      running.push(await firstQuery(compute));
+      rss.running = await rssMb(compute.child.pid);
+    }
+    const ratio = (median(resumed) / median(running)).toFixed(1);
+    console.log(
+      `first query after a suspend: median ${median(resumed).toFixed(0)} ms (${resumed.map((ms) => ms.toFixed(0))}); ` +
+        `on the running compute: ${median(running).toFixed(1)} ms; ratio ${ratio}x`,
+    );
+    console.log(`RSS: ${rss.running.toFixed(0)} MB running, ${rss.suspended.toFixed(0)} MB suspended`);
+  });
 } finally {
-  for (const process of started.reverse()) await process.stop();
   await Deno.remove(dir, { recursive: true });
 }
